@@ -1,0 +1,3 @@
+from avasr_cli.cli import main
+
+main()

@@ -1,0 +1,83 @@
+"""The ``avasr`` command: six commands over one run directory.
+
+Importing this module must stay cheap (no torch, NeMo or transformers): ``avasr --help`` and
+``avasr compare`` start in well under a second.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from avasr_cli import __version__
+from avasr_cli.cli import align, compare, embed, evaluate, finetune, prepare
+from avasr_cli.cli.common import debug, render_error
+from avasr_cli.errors import AvasrError
+
+app = typer.Typer(
+    name="avasr",
+    help=(
+        "Align a speech encoder with image representations before ASR fine-tuning.\n\n"
+        "Stages read and write one run directory (--run-dir, $AVASR_RUN_DIR, or the current directory):\n\n"
+        "prepare → embed-images → align → finetune → evaluate, then compare runs."
+    ),
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"avasr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+) -> None:
+    pass
+
+
+for _module in (prepare, embed, align, finetune, evaluate, compare):
+    _module.register(app)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except AvasrError as exc:
+        if debug():
+            raise
+        render_error(exc)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        from avasr_cli.cli.common import err
+
+        err.print("Aborted.")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        from avasr_cli.cli.common import err
+
+        err.print("Interrupted; rerun the same command to resume.")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors and the unexpected
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if debug():
+            raise
+        from avasr_cli.cli.common import err
+
+        err.print(f"[bold red]Error:[/bold red] unexpected {type(exc).__name__}: {exc}", highlight=False)
+        err.print("[bold]Hint:[/bold] rerun with AVASR_DEBUG=1 for the traceback and report it", highlight=False)
+        sys.exit(1)

@@ -1,0 +1,89 @@
+"""Shared pieces of the Typer layer: the run-directory option, consoles, error rendering, stage runner.
+
+Results go to stdout (``out``); logs, progress and errors go to stderr (``err``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+from rich.console import Console
+
+from avasr_cli.errors import AvasrError
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+RunDirOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--run-dir",
+        "-r",
+        envvar="AVASR_RUN_DIR",
+        help="Run directory to read and write (default: $AVASR_RUN_DIR, else the current directory).",
+        show_default=False,
+    ),
+]
+ForceOption = Annotated[bool, typer.Option("--force", help="Redo the stage even if the run already finished it.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (for scripts).")]
+GpusOption = Annotated[
+    int, typer.Option("--gpus", min=0, help="GPUs per node (0 = CPU). More than one runs Lightning DDP.")
+]
+NodesOption = Annotated[int, typer.Option("--nodes", min=1, help="Number of nodes (Lightning DDP; torchrun/SLURM).")]
+
+
+def render_error(exc: AvasrError) -> None:
+    err.print(f"[bold red]Error:[/bold red] {exc.message}", highlight=False, soft_wrap=True)
+    if exc.hint:
+        err.print(f"[bold]Hint:[/bold] {exc.hint}", highlight=False, soft_wrap=True)
+
+
+def debug() -> bool:
+    return os.environ.get("AVASR_DEBUG", "") not in ("", "0")
+
+
+def reporter():
+    from avasr_cli.progress import RichReporter
+
+    return RichReporter(err)
+
+
+def run_stage(
+    name: str,
+    run_dir: Optional[Path],
+    cfg: Any,
+    fn: Callable[..., Any],
+    *,
+    force: bool = False,
+    as_json: bool = False,
+    summary: Callable[[Any], str] | None = None,
+) -> Any:
+    """Lock the run directory, skip a finished stage with the same config (unless ``--force``), run it,
+    record it, and print the result."""
+    import dataclasses
+
+    from avasr_cli.run import resolve_run_dir
+
+    run = resolve_run_dir(run_dir)
+    command = " ".join([Path(sys.argv[0]).name] + sys.argv[1:])
+    with run.lock(command):
+        previous = run.stage(name)
+        cfg_dict = dataclasses.asdict(cfg)
+        if previous is not None and not force and previous.get("config") == json.loads(json.dumps(cfg_dict, default=str)):
+            err.print(f"[green]✓[/green] {name} already finished in {run.root} (use --force to redo it)")
+            result = previous["result"]
+        else:
+            err.print(f"[bold]avasr {name}[/bold] → {run.root}")
+            result = fn(run, cfg, reporter())
+            run.record_stage(name, json.loads(json.dumps(cfg_dict, default=str)), result)
+            result = json.loads(json.dumps(dataclasses.asdict(result) if dataclasses.is_dataclass(result) else result, default=str))
+    if as_json:
+        out.print_json(json.dumps(result, ensure_ascii=False))
+    elif summary is not None:
+        out.print(summary(result))
+    return result

@@ -1,0 +1,77 @@
+"""NeMo JSON-lines manifests, read with line-by-line validation.
+
+One JSON object per line. Fields avasr writes and reads:
+
+=================  =========================================================================
+audio_filepath     absolute path of a 16 kHz mono WAV/FLAC file (required)
+duration           seconds (required)
+text               transcript cleaned for ASR ("" on the untranscribed alignment set)
+text_raw           transcript as the source gave it (audit only)
+image_filepath     path of the prompting image (alignment set; also kept on transcribed splits)
+image_sha256       content hash of that image (the feature store key)
+utt_id             unique utterance id
+speaker            speaker (or synthetic voice) id
+lang               language name, e.g. ``kannada``
+gender, district   optional metadata for breakdowns
+=================  =========================================================================
+
+Files are named ``<split>.jsonl`` (NeMo rejects a manifest named ``manifest.json``).
+Bring-your-own manifests may name the image ``image_filepath``, ``image_path``, ``image`` or
+``referenceImage``; :func:`image_field` finds it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+from avasr_cli.errors import InputError
+
+IMAGE_FIELDS = ("image_filepath", "image_path", "image", "referenceImage")
+SPLITS = ("align", "train", "dev", "test")
+
+
+def image_field(row: dict) -> str | None:
+    for key in IMAGE_FIELDS:
+        if row.get(key):
+            return key
+    return None
+
+
+def read_manifest(path: Path | str, *, require: Iterable[str] = ("audio_filepath", "duration")) -> list[dict]:
+    """Read a manifest; any malformed line raises :class:`InputError` naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"manifest {path} does not exist", "run `avasr prepare` first, or check the path")
+    rows: list[dict] = []
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path}:{lineno}: line is not UTF-8 ({exc.reason} at byte {exc.start})",
+                                 "re-encode the manifest as UTF-8") from exc
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg})",
+                                 "each line must be one JSON object, NeMo manifest style") from exc
+            if not isinstance(row, dict):
+                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}",
+                                 "each line must be one JSON object, NeMo manifest style")
+            missing = [k for k in require if k not in row]
+            if missing:
+                raise InputError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}",
+                                 "NeMo manifests need audio_filepath and duration (and text for transcribed splits)")
+            if "duration" in row and not isinstance(row["duration"], (int, float)):
+                raise InputError(f"{path}:{lineno}: duration must be a number, got {row['duration']!r}",
+                                 "write durations in seconds as numbers")
+            rows.append(row)
+    return rows
+
+
+def total_hours(rows: Iterable[dict]) -> float:
+    return sum(float(r.get("duration", 0.0)) for r in rows) / 3600.0
