@@ -1,0 +1,59 @@
+"""``avasr align``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from avasr_cli.cli.common import ForceOption, GpusOption, JsonOption, NodesOption, RunDirOption, run_stage
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("align")
+    def align(
+        vision: Annotated[str, typer.Option(help="Vision encoder whose cached features are the target (must match embed-images; auto = the run's).")] = "auto",
+        objective: Annotated[str, typer.Option(help="image (the method) or audio-only (the control: NeMo masked-token prediction, same audio and steps).")] = "image",
+        loss: Annotated[str, typer.Option(help="clip (InfoNCE), siglip (pairwise sigmoid) or maxsim (frame×patch late interaction).")] = "clip",
+        init: Annotated[str, typer.Option(help="Start encoder: a .nemo file, a NeMo pretrained name, or tiny/small/medium (auto = tiny on the built-in corpus).")] = "auto",
+        max_steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 300,
+        batch_size: Annotated[int, typer.Option(help="Pairs per process per step.")] = 16,
+        accumulate: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
+        lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up then cosine).")] = 1e-3,
+        warmup_steps: Annotated[int, typer.Option(help="Linear warm-up steps.")] = 30,
+        freeze_layers: Annotated[int, typer.Option(help="Freeze the subsampling and the first N conformer layers (0 = update all, as in the paper).")] = 0,
+        heldout_images: Annotated[float, typer.Option(help="Fraction of images held out for recall@k before/after.")] = 0.1,
+        seed: Annotated[int, typer.Option(help="Seed for init, data order and held-out split.")] = 0,
+        gpus: GpusOption = 0,
+        nodes: NodesOption = 1,
+        cpu_procs: Annotated[int, typer.Option(help="With --gpus 0: CPU processes (DDP over gloo), mostly for testing.")] = 1,
+        precision: Annotated[str, typer.Option(help="auto (bf16-mixed on GPU, 32-true on CPU), 32-true, bf16-mixed, 16-mixed.")] = "auto",
+        checkpoint_every: Annotated[int, typer.Option(help="Save a checkpoint every K steps (a killed run resumes from the last).")] = 100,
+        workers: Annotated[int, typer.Option(help="Audio decoding worker processes.")] = 2,
+        run_dir: RunDirOption = None,
+        force: ForceOption = False,
+        json_out: JsonOption = False,
+    ) -> None:
+        """Align the speech encoder with image features (or run the audio-only control).
+
+        Trains every encoder layer so that pooled (or frame-level) audio embeddings land on the cached
+        vision features of the image that prompted the speech. No transcripts are used. Writes the
+        aligned encoder to align/encoder/ and held-out recall@k before/after to align/recall.json.
+
+        [bold]Examples:[/bold]
+
+            avasr align --vision siglip2 --gpus 4
+
+            avasr align --loss siglip --max-steps 2000
+
+            avasr -r runs/audio-only align --objective audio-only
+        """
+        from avasr_cli.stages.align import AlignConfig, describe, run_align
+
+        cfg = AlignConfig(objective=objective, vision=vision, loss=loss, init=init, max_steps=max_steps,
+                          batch_size=batch_size, accumulate=accumulate, lr=lr, warmup_steps=warmup_steps,
+                          freeze_layers=freeze_layers, heldout_images=heldout_images, seed=seed, gpus=gpus,
+                          nodes=nodes, cpu_procs=cpu_procs, precision=precision, checkpoint_every=checkpoint_every,
+                          workers=workers)
+        cfg.validate()
+        run_stage("align", run_dir, cfg, run_align, force=force, as_json=json_out, summary=describe)

@@ -1,0 +1,57 @@
+"""``avasr finetune``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from avasr_cli.cli.common import ForceOption, GpusOption, JsonOption, NodesOption, RunDirOption, run_stage
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("finetune")
+    def finetune(
+        decoder: Annotated[str, typer.Option(help="hybrid-tdt-ctc (the paper's), hybrid-rnnt-ctc, rnnt, tdt or ctc; auto = hybrid-tdt-ctc on GPU, hybrid-rnnt-ctc on CPU.")] = "auto",
+        init: Annotated[str, typer.Option(help="Start encoder when the run has no aligned one: .nemo, NeMo pretrained name, or tiny/small/medium.")] = "auto",
+        max_steps: Annotated[int, typer.Option(help="Optimiser steps (the budget; keep it equal across arms).")] = 400,
+        batch_size: Annotated[int, typer.Option(help="Utterances per process per step.")] = 16,
+        accumulate: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
+        lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 2e-3,
+        warmup_steps: Annotated[int, typer.Option(help="Warm-up steps.")] = 40,
+        schedule: Annotated[str, typer.Option(help="cosine (warm-up + cosine) or noam (NeMo's NoamAnnealing).")] = "cosine",
+        vocab_size: Annotated[int, typer.Option(help="SentencePiece vocabulary size (raised to cover every character).")] = 64,
+        spec_augment: Annotated[bool, typer.Option(help="SpecAugment on the training batches.")] = True,
+        train_hours: Annotated[float, typer.Option(help="Use a deterministic subset of this many transcribed hours (0 = all).")] = 0.0,
+        val_every: Annotated[int, typer.Option(help="Dev WER every K steps; the best checkpoint by dev WER is kept.")] = 100,
+        seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+        gpus: GpusOption = 0,
+        nodes: NodesOption = 1,
+        precision: Annotated[str, typer.Option(help="auto (bf16-mixed on GPU, 32-true on CPU) or a Lightning precision.")] = "auto",
+        workers: Annotated[int, typer.Option(help="Data loading worker processes.")] = 2,
+        run_dir: RunDirOption = None,
+        force: ForceOption = False,
+        json_out: JsonOption = False,
+    ) -> None:
+        """Fine-tune a NeMo FastConformer ASR model on the transcribed train split.
+
+        Starts from the run's aligned encoder when it has one, else from --init. Trains a SentencePiece
+        tokenizer on the train transcripts (text kept as written) and always a fresh decoder. Writes
+        finetune/model.nemo (best dev WER) and records the budget for `avasr compare`.
+
+        [bold]Examples:[/bold]
+
+            avasr finetune
+
+            avasr finetune --decoder ctc --max-steps 400
+
+            avasr finetune --train-hours 1 --gpus 2
+        """
+        from avasr_cli.stages.finetune import FinetuneConfig, describe, run_finetune
+
+        cfg = FinetuneConfig(decoder=decoder, init=init, max_steps=max_steps, batch_size=batch_size,
+                             accumulate=accumulate, lr=lr, warmup_steps=warmup_steps, schedule=schedule,
+                             vocab_size=vocab_size, spec_augment=spec_augment, train_hours=train_hours,
+                             val_every=val_every, seed=seed, gpus=gpus, nodes=nodes, precision=precision, workers=workers)
+        cfg.validate()
+        run_stage("finetune", run_dir, cfg, run_finetune, force=force, as_json=json_out, summary=describe)

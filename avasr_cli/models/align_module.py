@@ -1,0 +1,183 @@
+"""The alignment stage as one LightningModule: a FastConformer encoder trained either towards a vision
+encoder's space (image objective) or with NeMo's masked-token-prediction objective (audio-only control).
+
+Both objectives share the encoder, the data order, the batch, the optimiser and the schedule, so the
+audio-only control differs from the image arm only in what the encoder is asked to predict.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from avasr_cli.models.audio_data import BucketBatchSampler, PairDataset, collate
+from avasr_cli.models.fastconformer import EncoderBundle
+from avasr_cli.models.losses import LOSSES, masked_mean, maxsim_scores, world
+
+
+class AudioOnlyObjective(nn.Module):
+    """BEST-RQ style masked token prediction, wired exactly as NeMo's ``EncDecMaskedTokenPredModel``
+    (pre-convolution masking) from NeMo's own modules: random-projection quantizer, block masking,
+    multi-softmax decoder and masked-LM loss."""
+
+    def __init__(self, features: int, d_model: int, subsampling: int, num_classes: int = 256,
+                 mask_prob: float = 0.05, block_size: int = 24):
+        super().__init__()
+        from nemo.collections.asr.losses.ssl_losses.mlm import MultiMLMLoss
+        from nemo.collections.asr.modules import MultiSoftmaxDecoder, RandomBlockMasking, RandomProjectionVectorQuantizer
+
+        self.quantizer = RandomProjectionVectorQuantizer(feat_in=features, code_dim=16, num_classes=num_classes,
+                                                         num_books=1, combine_time_steps=subsampling, squeeze_single=True)
+        self.masking = RandomBlockMasking(feat_in=features, mask_prob=mask_prob, block_size=block_size)
+        self.decoder = MultiSoftmaxDecoder(feat_in=d_model, num_classes=num_classes, num_decoders=1, squeeze_single=True)
+        self.loss = MultiMLMLoss(combine_time_steps=subsampling, num_decoders=1, squeeze_single=True)
+        self.float()  # NeMo builds the codebooks in float64
+
+
+class AlignModule(pl.LightningModule):
+    def __init__(self, bundle: EncoderBundle, *, objective: str, loss: str = "clip", vision_dim: int = 0,
+                 rows: list[dict] | None = None, image_index: dict[str, int] | None = None,
+                 pooled: torch.Tensor | None = None, patches: torch.Tensor | None = None,
+                 batch_size: int = 16, lr: float = 1e-3, weight_decay: float = 1e-3, warmup_steps: int = 50,
+                 max_steps: int = 1000, seed: int = 0, freeze_layers: int = 0, num_workers: int = 2):
+        super().__init__()
+        pre = dict(bundle.preprocessor, pad_to=16)  # frames divisible by the 8x subsampling
+        self.preprocessor = EncoderBundle(pre, bundle.encoder, {}, "", []).build_preprocessor()
+        self.encoder = bundle.build_encoder()
+        d = bundle.d_model
+        self.objective, self.loss_name = objective, loss
+        if objective == "image":
+            self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, vision_dim))
+            self.loss_fn = LOSSES[loss]()
+        else:
+            self.ssl = AudioOnlyObjective(int(pre["features"]), d, int(bundle.encoder.get("subsampling_factor", 8)))
+        self.rows, self.image_index = rows or [], image_index or {}
+        # image features stay on the CPU side of the data path; only a batch's rows move to the device
+        self.register_buffer("pooled", pooled if pooled is not None else torch.zeros(0), persistent=False)
+        self.register_buffer("patches", patches if patches is not None else torch.zeros(0), persistent=False)
+        self.hp = dict(batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
+                       max_steps=max_steps, seed=seed, num_workers=num_workers)
+        self._freeze(freeze_layers)
+
+    def _freeze(self, n: int) -> None:
+        if n <= 0:
+            return
+        for p in self.encoder.pre_encode.parameters():
+            p.requires_grad_(False)
+        for layer in self.encoder.layers[:n]:
+            for p in layer.parameters():
+                p.requires_grad_(False)
+
+    # ---------------------------------------------------------------------------------------- forward
+    def encode(self, audio: torch.Tensor, lengths: torch.Tensor, mask: bool = False):
+        spec, spec_len = self.preprocessor(input_signal=audio, length=lengths)
+        extra = {}
+        if self.objective != "image":
+            _, tokens = self.ssl.quantizer(input_signal=spec)
+            if mask:
+                spec, masks = self.ssl.masking(input_feats=spec, input_lengths=spec_len)
+            else:
+                masks = torch.zeros_like(spec)
+            extra = {"tokens": tokens, "masks": masks}
+        enc, enc_len = self.encoder(audio_signal=spec, length=spec_len)
+        return enc, enc_len, extra  # enc: [B, D, T]
+
+    def audio_embeddings(self, audio: torch.Tensor, lengths: torch.Tensor):
+        enc, enc_len, _ = self.encode(audio, lengths)
+        frames = self.head(enc.transpose(1, 2))
+        return frames, enc_len
+
+    def compute_loss(self, audio, lengths, images) -> torch.Tensor:
+        if self.objective != "image":
+            enc, enc_len, extra = self.encode(audio, lengths, mask=True)
+            log_probs = self.ssl.decoder(encoder_output=enc)
+            return self.ssl.loss(masks=extra["masks"], decoder_outputs=log_probs, targets=extra["tokens"],
+                                 decoder_lengths=enc_len)
+        frames, enc_len = self.audio_embeddings(audio, lengths)
+        if self.loss_name == "maxsim":
+            return self.loss_fn(frames, enc_len, self.patches[images].float(), images)
+        return self.loss_fn(masked_mean(frames, enc_len), self.pooled[images].float(), images)
+
+    def training_step(self, batch, batch_idx):
+        audio, lengths, images = batch
+        if self.loss_name == "maxsim" and self.objective == "image" and world()[1] > 1:
+            audio = _pad_to(audio, self._max_samples)
+        loss = self.compute_loss(audio, lengths, images)
+        self.log("train_loss", loss, prog_bar=True, batch_size=audio.shape[0])
+        # the loss covers the global batch on every rank and DDP averages gradients: scale back up
+        return loss * world()[1] if self.objective == "image" else loss
+
+    # ---------------------------------------------------------------------------------------- data/optim
+    def train_dataloader(self):
+        from torch.utils.data import DataLoader
+
+        rank, size = (self.trainer.global_rank, self.trainer.world_size) if self._trainer else (0, 1)
+        sampler = BucketBatchSampler([float(r["duration"]) for r in self.rows], self.hp["batch_size"],
+                                     self.hp["seed"], rank, size)
+        self._max_samples = int(max(float(r["duration"]) for r in self.rows) * 16000) + 1
+        workers = self.hp["num_workers"]
+        return DataLoader(PairDataset(self.rows, self.image_index), batch_sampler=sampler, collate_fn=collate,
+                          num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.hp["lr"], weight_decay=self.hp["weight_decay"], betas=(0.9, 0.98))
+        warm, total = max(1, self.hp["warmup_steps"]), max(1, self.hp["max_steps"])
+
+        def schedule(step: int) -> float:  # linear warm-up, cosine decay to 1% of the peak
+            if step < warm:
+                return (step + 1) / warm
+            progress = min(1.0, (step - warm) / max(1, total - warm))
+            return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _pad_to(audio: torch.Tensor, n: int) -> torch.Tensor:
+    if audio.shape[1] >= n:
+        return audio
+    return torch.nn.functional.pad(audio, (0, n - audio.shape[1]))
+
+
+@torch.no_grad()
+def retrieval_recall(module: AlignModule, rows: list[dict], batch_size: int = 16, ks=(1, 5, 10)) -> dict:
+    """Audio→image and image→audio recall@k on held-out pairs; pairs sharing an image count as hits."""
+    from avasr_cli.models.audio_data import read_audio
+
+    module.eval()
+    device = next(module.parameters()).device
+    keys = [module.image_index[r["image_sha256"]] for r in rows]
+    audio_vecs, frames_all = [], []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        audio, lengths, _ = collate([(torch.from_numpy(read_audio(r["audio_filepath"])), 0) for r in chunk])
+        frames, enc_len = module.audio_embeddings(audio.to(device), lengths.to(device))
+        if module.loss_name == "maxsim":
+            frames_all += [(frames[i, : enc_len[i]].cpu()) for i in range(len(chunk))]
+        else:
+            audio_vecs.append(masked_mean(frames, enc_len).cpu())
+    uniq = sorted(set(keys))
+    col = {k: j for j, k in enumerate(uniq)}
+    if module.loss_name == "maxsim":
+        patches = module.patches[uniq].float().cpu()
+        sim = torch.cat([maxsim_scores(f[None], torch.tensor([f.shape[0]]), patches) for f in frames_all])
+    else:
+        a = torch.nn.functional.normalize(torch.cat(audio_vecs), dim=-1)
+        v = torch.nn.functional.normalize(module.pooled[uniq].float().cpu(), dim=-1)
+        sim = a @ v.t()  # [N audio, M images]
+    truth = torch.tensor([col[k] for k in keys])
+    result = {"num_pairs": len(rows), "num_images": len(uniq)}
+    a2i_rank = (sim > sim[torch.arange(len(keys)), truth][:, None]).sum(1)  # 0 = best
+    for k in ks:
+        result[f"a2i_r@{k}"] = float((a2i_rank < k).float().mean())
+    # image→audio: for each image, rank the audio clips; a hit is any clip of that image in the top k
+    order = sim.t().argsort(dim=1, descending=True)
+    for k in ks:
+        hits = [(truth[order[j, :k]] == j).any().item() for j in range(len(uniq))]
+        result[f"i2a_r@{k}"] = float(sum(hits) / len(hits))
+    result["chance_a2i_r@1"] = 1.0 / len(uniq)
+    return result

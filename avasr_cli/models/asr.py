@@ -1,0 +1,129 @@
+"""NeMo ASR models for fine-tuning: a SentencePiece tokenizer trained on the train transcripts (text as
+written, no NFKD), and model configs built in code for each decoder.
+
+Only the encoder (and its preprocessor settings) is ever transferred from an earlier model; the decoder
+is always built fresh for the new tokenizer, so the "same vocabulary size silently reloads the old
+decoder" trap cannot happen.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from avasr_cli.errors import ConfigError, InputError, ResourceError
+
+DECODERS = ("hybrid-tdt-ctc", "hybrid-rnnt-ctc", "rnnt", "tdt", "ctc")
+TDT_DURATIONS = [0, 1, 2, 3, 4]
+
+
+def train_tokenizer(texts: list[str], out_dir: Path, vocab_size: int, seed: int = 0) -> dict:
+    """Unigram SentencePiece with identity normalisation; checks every transcript round-trips."""
+    import sentencepiece as spm
+
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise InputError("the train split has no non-empty transcripts", "check data/train.jsonl (run `avasr prepare`)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    corpus = out_dir / "train_text.txt"
+    corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    chars = sorted({c for t in texts for c in t if not c.isspace()})
+    # the vocabulary must hold every character plus the specials; unigram needs some room above that
+    vocab_size = max(vocab_size, len(chars) + 4)
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmpdir:
+        prefix = os.path.join(tmpdir, "tokenizer")
+        spm.SentencePieceTrainer.train(
+            input=str(corpus), model_prefix=prefix, vocab_size=vocab_size, model_type="unigram",
+            character_coverage=1.0, normalization_rule_name="identity", remove_extra_whitespaces=True,
+            hard_vocab_limit=False, bos_id=-1, eos_id=-1, unk_id=0, num_threads=1, minloglevel=2,
+        )
+        os.replace(prefix + ".model", out_dir / "tokenizer.model")
+    sp = spm.SentencePieceProcessor(model_file=str(out_dir / "tokenizer.model"))
+    pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+    (out_dir / "vocab.txt").write_text("\n".join(pieces) + "\n", encoding="utf-8")
+    bad = [t for t in texts if sp.decode(sp.encode(" ".join(t.split()))) != " ".join(t.split())]
+    unk = sorted({c for c in chars if sp.piece_to_id(c) == sp.unk_id() and not any(c in p for p in pieces)})
+    return {"vocab_size": sp.get_piece_size(), "round_trip_failures": len(bad), "examples": bad[:3],
+            "unrepresentable_chars": unk, "num_chars": len(chars)}
+
+
+def build_config(decoder: str, preprocessor: dict, encoder: dict, tokenizer_dir: Path, train_manifest: Path,
+                 dev_manifest: Path, *, batch_size: int, lr: float, weight_decay: float, warmup_steps: int,
+                 max_steps: int, schedule: str, workers: int, spec_augment: bool, max_duration: float,
+                 pred_hidden: int | None = None) -> dict:
+    if decoder not in DECODERS:
+        raise ConfigError(f"--decoder {decoder!r} is not one of {', '.join(DECODERS)}", "see `avasr finetune --help`")
+    d_model = int(encoder["d_model"])
+    hidden = pred_hidden or min(640, max(64, d_model))
+    ds = {"sample_rate": 16000, "batch_size": batch_size, "num_workers": workers, "pin_memory": False,
+          "use_start_end_token": False, "trim_silence": False}
+    cfg: dict = {
+        "sample_rate": 16000,
+        "log_prediction": False,
+        "compute_eval_loss": False,
+        "skip_nan_grad": False,
+        "tokenizer": {"dir": str(tokenizer_dir), "type": "bpe"},
+        "train_ds": dict(ds, manifest_filepath=str(train_manifest), shuffle=True, max_duration=max_duration,
+                         min_duration=0.1),
+        "validation_ds": dict(ds, manifest_filepath=str(dev_manifest), shuffle=False),
+        "preprocessor": dict(copy.deepcopy(preprocessor), pad_to=0),
+        "spec_augment": {"_target_": "nemo.collections.asr.modules.SpectrogramAugmentation",
+                         "freq_masks": 2 if spec_augment else 0, "time_masks": 4 if spec_augment else 0,
+                         "freq_width": 15, "time_width": 0.05},
+        "encoder": copy.deepcopy(encoder),
+        "optim": {"name": "adamw", "lr": lr, "betas": [0.9, 0.98], "weight_decay": weight_decay,
+                  "sched": _schedule(schedule, warmup_steps, max_steps, d_model)},
+    }
+    ctc_decoder = {"_target_": "nemo.collections.asr.modules.ConvASRDecoder", "feat_in": d_model,
+                   "num_classes": -1, "vocabulary": []}
+    if decoder == "ctc":
+        cfg["decoder"] = ctc_decoder
+        cfg["decoding"] = {"strategy": "greedy_batch"}
+        return cfg
+    tdt = "tdt" in decoder
+    cfg["model_defaults"] = {"enc_hidden": d_model, "pred_hidden": hidden, "joint_hidden": hidden}
+    cfg["decoder"] = {"_target_": "nemo.collections.asr.modules.RNNTDecoder", "normalization_mode": None,
+                      "random_state_sampling": False, "blank_as_pad": True,
+                      "prednet": {"pred_hidden": hidden, "pred_rnn_layers": 1, "t_max": None, "dropout": 0.1}}
+    cfg["joint"] = {"_target_": "nemo.collections.asr.modules.RNNTJoint", "log_softmax": None,
+                    "preserve_memory": False, "fuse_loss_wer": True, "fused_batch_size": max(1, batch_size),
+                    "jointnet": {"joint_hidden": hidden, "activation": "relu", "dropout": 0.1}}
+    cfg["decoding"] = {"strategy": "greedy_batch", "greedy": {"max_symbols": 10}}
+    cfg["loss"] = {"loss_name": "default"}
+    if tdt:
+        cfg["model_defaults"]["tdt_durations"] = TDT_DURATIONS
+        cfg["joint"]["num_extra_outputs"] = len(TDT_DURATIONS)
+        cfg["decoding"].update({"model_type": "tdt", "durations": TDT_DURATIONS})
+        cfg["loss"] = {"loss_name": "tdt", "tdt_kwargs": {"fastemit_lambda": 0.0, "clamp": -1.0,
+                                                          "durations": TDT_DURATIONS, "sigma": 0.02, "omega": 0.1}}
+    if decoder.startswith("hybrid"):
+        cfg["aux_ctc"] = {"ctc_loss_weight": 0.3, "use_cer": False, "ctc_reduction": "mean_batch",
+                          "decoder": dict(ctc_decoder, feat_in=None), "decoding": {"strategy": "greedy"}}
+    return cfg
+
+
+def _schedule(name: str, warmup: int, max_steps: int, d_model: int) -> dict:
+    if name == "cosine":
+        return {"name": "CosineAnnealing", "warmup_steps": warmup, "min_lr": 1e-6, "max_steps": max_steps}
+    if name == "noam":
+        return {"name": "NoamAnnealing", "d_model": d_model, "warmup_steps": warmup, "min_lr": 1e-6, "max_steps": max_steps}
+    raise ConfigError(f"--schedule {name!r} is not one of cosine, noam", "see `avasr finetune --help`")
+
+
+def model_class(decoder: str):
+    from nemo.collections.asr.models import EncDecCTCModelBPE, EncDecHybridRNNTCTCBPEModel, EncDecRNNTBPEModel
+
+    if decoder == "ctc":
+        return EncDecCTCModelBPE
+    if decoder.startswith("hybrid"):
+        return EncDecHybridRNNTCTCBPEModel
+    return EncDecRNNTBPEModel
+
+
+def check_decoder_device(decoder: str, gpus: int) -> None:
+    if "tdt" in decoder and gpus == 0:
+        raise ResourceError(f"--decoder {decoder} needs a CUDA GPU: NeMo's TDT loss is not implemented on the CPU",
+                            "use --decoder hybrid-rnnt-ctc (same hybrid, RNN-T instead of TDT) or ctc on the CPU, or --gpus 1")

@@ -1,0 +1,85 @@
+"""Audio batches for alignment: audio decoded in DataLoader workers, batches of similar duration
+(bucketing), image keys attached so features are read from the memory-mapped store per batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from avasr_cli.errors import InputError
+
+
+def read_audio(path: str, sample_rate: int = 16000) -> np.ndarray:
+    import soundfile as sf
+
+    try:
+        audio, sr = sf.read(path, dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / OSError
+        raise InputError(f"cannot decode audio {path} ({exc})", "rerun `avasr prepare --force` or fix the file") from exc
+    if sr != sample_rate:
+        raise InputError(f"audio {path} is {sr} Hz, expected {sample_rate} Hz", "resample to 16 kHz (avasr prepare does this)")
+    return audio.mean(axis=1)
+
+
+class PairDataset(Dataset):
+    """Rows of a manifest → (audio float32, image index). ``image_index`` maps image sha256 → int."""
+
+    def __init__(self, rows: list[dict], image_index: dict[str, int] | None = None):
+        self.rows = rows
+        self.image_index = image_index or {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        row = self.rows[i]
+        audio = read_audio(row["audio_filepath"])
+        return torch.from_numpy(audio), self.image_index.get(row.get("image_sha256", ""), -1)
+
+
+def collate(items):
+    audios, images = zip(*items)
+    lengths = torch.tensor([a.shape[0] for a in audios], dtype=torch.long)
+    batch = torch.zeros(len(audios), int(lengths.max()))
+    for i, a in enumerate(audios):
+        batch[i, : a.shape[0]] = a
+    return batch, lengths, torch.tensor(images, dtype=torch.long)
+
+
+class BucketBatchSampler(Sampler):
+    """Fixed-size batches of similar duration, shuffled by a seed that changes each epoch.
+
+    Sorting within pools of ``pool`` batches keeps padding low; every rank sees ``len(self)`` batches of
+    exactly ``batch_size`` (the last partial batch is dropped) so features can be all-gathered.
+    """
+
+    def __init__(self, durations: list[float], batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 pool: int = 8):
+        self.durations = np.asarray(durations)
+        self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world_size
+        self.pool = pool
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        rng = np.random.default_rng(self.seed + self.epoch)
+        order = rng.permutation(len(self.durations))
+        chunk = self.batch_size * self.pool
+        batches: list[list[int]] = []
+        for start in range(0, len(order), chunk):
+            block = order[start : start + chunk]
+            block = block[np.argsort(self.durations[block], kind="stable")]
+            batches += [block[i : i + self.batch_size].tolist() for i in range(0, len(block), self.batch_size)]
+        batches = [b for b in batches if len(b) == self.batch_size]
+        rng.shuffle(batches)
+        usable = len(batches) - len(batches) % self.world
+        return batches[self.rank : usable : self.world]
+
+    def __iter__(self):
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        return (len(self.durations) // self.batch_size) // self.world

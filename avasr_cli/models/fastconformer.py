@@ -1,0 +1,189 @@
+"""FastConformer encoders: named small configs, ``.nemo`` files and NeMo pretrained names, and the
+encoder bundle (``encoder.safetensors`` + ``encoder.json``) that align writes and finetune reads.
+
+The configs are built in code (no FastConformer YAML ships in the NeMo wheel) and follow NeMo's
+FastConformer recipe: 8x depthwise-striding subsampling, relative-position attention, conv kernel 9.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from avasr_cli.errors import InputError, ModelLoadError
+
+# Named configs for machines without a pretrained checkpoint. "tiny" trains on a laptop CPU in minutes.
+NAMED_CONFIGS: dict[str, dict[str, Any]] = {
+    "tiny": dict(features=80, d_model=64, n_layers=2, n_heads=4, conv_channels=48, ff=2),
+    "small": dict(features=80, d_model=176, n_layers=8, n_heads=4, conv_channels=176, ff=4),
+    "medium": dict(features=80, d_model=256, n_layers=16, n_heads=4, conv_channels=256, ff=4),
+}
+
+
+def preprocessor_config(features: int = 80, pad_to: int = 0) -> dict:
+    return {
+        "_target_": "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor",
+        "sample_rate": 16000,
+        "normalize": "per_feature",
+        "window_size": 0.025,
+        "window_stride": 0.01,
+        "window": "hann",
+        "features": features,
+        "n_fft": 512,
+        "log": True,
+        "frame_splicing": 1,
+        "dither": 1e-5,
+        "pad_to": pad_to,
+        "pad_value": 0.0,
+    }
+
+
+def encoder_config(features: int, d_model: int, n_layers: int, n_heads: int, conv_channels: int, ff: int) -> dict:
+    return {
+        "_target_": "nemo.collections.asr.modules.ConformerEncoder",
+        "feat_in": features,
+        "feat_out": -1,
+        "n_layers": n_layers,
+        "d_model": d_model,
+        "subsampling": "dw_striding",
+        "subsampling_factor": 8,
+        "subsampling_conv_channels": conv_channels,
+        "causal_downsampling": False,
+        "ff_expansion_factor": ff,
+        "self_attention_model": "rel_pos",
+        "n_heads": n_heads,
+        "att_context_size": [-1, -1],
+        "xscaling": True,
+        "untie_biases": True,
+        "pos_emb_max_len": 5000,
+        "conv_kernel_size": 9,
+        "conv_norm_type": "batch_norm",
+        "dropout": 0.1,
+        "dropout_pre_encoder": 0.1,
+        "dropout_emb": 0.0,
+        "dropout_att": 0.1,
+    }
+
+
+@dataclass
+class EncoderBundle:
+    """An encoder with the preprocessor it expects: everything finetune needs to start from it."""
+
+    preprocessor: dict
+    encoder: dict
+    state_dict: dict  # encoder weights (tensors)
+    source: str  # what it came from: "tiny (seed 0, random init)", a .nemo path, a pretrained name
+    history: list  # stages that trained it, e.g. [{"stage": "align", "objective": "image", ...}]
+
+    @property
+    def d_model(self) -> int:
+        return int(self.encoder["d_model"])
+
+    def build_encoder(self):
+        from nemo.collections.asr.modules import ConformerEncoder
+
+        kwargs = {k: v for k, v in self.encoder.items() if k != "_target_"}
+        enc = ConformerEncoder(**kwargs)
+        enc.load_state_dict(self.state_dict, strict=True)
+        return enc
+
+    def build_preprocessor(self):
+        from nemo.collections.asr.modules import AudioToMelSpectrogramPreprocessor
+
+        kwargs = {k: v for k, v in self.preprocessor.items() if k != "_target_"}
+        return AudioToMelSpectrogramPreprocessor(**kwargs)
+
+    def save(self, directory: Path) -> None:
+        from safetensors.torch import save_file
+
+        from avasr_cli.run import atomic_path, write_json_atomic
+
+        directory.mkdir(parents=True, exist_ok=True)
+        with atomic_path(directory / "encoder.safetensors") as tmp:
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict.items()}, str(tmp))
+        write_json_atomic(directory / "encoder.json", {
+            "format": "avasr-encoder-v1", "preprocessor": self.preprocessor, "encoder": self.encoder,
+            "source": self.source, "history": self.history,
+        })
+
+    @classmethod
+    def load(cls, directory: Path) -> "EncoderBundle":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        meta_path, weights = Path(directory) / "encoder.json", Path(directory) / "encoder.safetensors"
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"cannot read encoder description {meta_path} ({exc})", "rerun `avasr align --force`") from exc
+        if meta.get("format") != "avasr-encoder-v1":
+            raise InputError(f"{meta_path} is not an avasr encoder (format {meta.get('format')!r})",
+                             "point --init at a .nemo file or a directory written by `avasr align`")
+        try:
+            state = load_file(str(weights))
+        except (OSError, SafetensorError) as exc:
+            raise InputError(f"cannot read encoder weights {weights} ({exc})", "rerun `avasr align --force`") from exc
+        return cls(meta["preprocessor"], meta["encoder"], state, meta.get("source", "?"), meta.get("history", []))
+
+
+def load_init(init: str, seed: int = 0) -> EncoderBundle:
+    """``init`` is a named config (tiny/small/medium), a ``.nemo`` file, a directory written by
+    ``avasr align`` (encoder.json), or a NeMo pretrained name (from NeMo's cache when offline)."""
+    import torch
+
+    if init in NAMED_CONFIGS:
+        p = NAMED_CONFIGS[init]
+        pre, enc = preprocessor_config(p["features"]), encoder_config(**p)
+        from nemo.collections.asr.modules import ConformerEncoder
+
+        state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        module = ConformerEncoder(**{k: v for k, v in enc.items() if k != "_target_"})
+        torch.random.set_rng_state(state)
+        return EncoderBundle(pre, enc, module.state_dict(), f"{init} (random init, seed {seed})", [])
+    path = Path(init).expanduser()
+    if path.is_dir() and (path / "encoder.json").exists():
+        return EncoderBundle.load(path)
+    if path.suffix == ".nemo" or path.exists():
+        if not path.is_file():
+            raise InputError(f"--init {init}: file not found", "give a .nemo file, a NeMo pretrained name, or one of: "
+                             + ", ".join(NAMED_CONFIGS))
+        from nemo.collections.asr.models import ASRModel
+
+        try:
+            model = ASRModel.restore_from(str(path), map_location="cpu")
+        except Exception as exc:  # NeMo raises many kinds here
+            raise ModelLoadError(f"--init {init}: cannot restore the .nemo file ({type(exc).__name__}: {exc})",
+                                 "check the file is a NeMo ASR checkpoint (.nemo) and not truncated") from exc
+        return _bundle_from_model(model, str(path))
+    if "/" in init or init.startswith("stt_"):
+        from nemo.collections.asr.models import ASRModel
+
+        try:
+            model = ASRModel.from_pretrained(init, map_location="cpu")
+        except Exception as exc:
+            raise ModelLoadError(f"--init {init}: cannot load the pretrained model ({type(exc).__name__})",
+                                 "download it on a connected machine (it lands in NeMo's cache) or pass a local .nemo file") from exc
+        return _bundle_from_model(model, init)
+    raise InputError(f"--init {init}: not a named config, .nemo file or pretrained name",
+                     "use one of " + ", ".join(NAMED_CONFIGS) + ", a path to a .nemo file, or e.g. nvidia/stt_kn_fastconformer_hybrid_large_pc")
+
+
+def _bundle_from_model(model, source: str) -> EncoderBundle:
+    from omegaconf import OmegaConf
+
+    if not hasattr(model, "encoder") or not hasattr(model.cfg, "preprocessor"):
+        raise ModelLoadError(f"{source} has no speech encoder and preprocessor", "use a NeMo ASR or SSL checkpoint")
+    pre = OmegaConf.to_container(model.cfg.preprocessor, resolve=True)
+    enc = OmegaConf.to_container(model.cfg.encoder, resolve=True)
+    if "ConformerEncoder" not in str(enc.get("_target_", "")):
+        raise ModelLoadError(f"{source} has encoder {enc.get('_target_')}, not a (Fast)Conformer",
+                             "use a FastConformer checkpoint")
+    return EncoderBundle(pre, enc, {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}, source, [])
+
+
+def clone_config(cfg: dict) -> dict:
+    return copy.deepcopy(cfg)

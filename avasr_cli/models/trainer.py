@@ -1,0 +1,115 @@
+"""Lightning trainers for align and finetune: ``--gpus N --nodes M`` → DDP, CPU when N is 0,
+checkpoints every K steps, resume from the last one, progress through the stage's Reporter."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning.pytorch as pl
+
+from avasr_cli.errors import ConfigError, ResourceError
+
+
+@dataclass(frozen=True)
+class Hardware:
+    accelerator: str
+    devices: int
+    num_nodes: int
+    strategy: str
+    precision: str
+
+    @property
+    def world_size(self) -> int:
+        return self.devices * self.num_nodes
+
+
+def resolve_hardware(gpus: int, nodes: int, cpu_procs: int = 1, precision: str = "auto") -> Hardware:
+    import torch
+
+    if gpus > 0:
+        have = torch.cuda.device_count()
+        if have == 0:
+            raise ResourceError(f"--gpus {gpus}: this machine has no CUDA GPU",
+                                "use --gpus 0 to train on the CPU (slow), or run on a GPU node")
+        if gpus > have:
+            raise ResourceError(f"--gpus {gpus}: this machine has only {have} GPU(s)", f"use --gpus {have} or fewer")
+        if precision == "auto":
+            precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        devices, accel = gpus, "gpu"
+    else:
+        if precision == "auto":
+            precision = "32-true"
+        if precision not in ("32-true", "32", "bf16-mixed"):
+            raise ConfigError(f"--precision {precision} is not supported on the CPU", "use --precision 32-true")
+        devices, accel = max(1, cpu_procs), "cpu"
+    world = devices * nodes
+    strategy = "ddp" if world > 1 else "auto"
+    return Hardware(accel, devices, nodes, strategy, precision)
+
+
+class ReporterCallback(pl.Callback):
+    """Advances a Reporter task as steps finish (rank 0 only) and shows the running loss."""
+
+    def __init__(self, task, every: int = 1):
+        self.task, self.every = task, every
+
+    def on_train_start(self, trainer, pl_module):
+        if trainer.global_rank == 0 and trainer.global_step:
+            self.task.advance(trainer.global_step)  # resumed
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_rank != 0:
+            return
+        self.task.advance(1)
+        loss = trainer.callback_metrics.get("train_loss")
+        if loss is not None and trainer.global_step % self.every == 0:
+            self.task.update(loss=f"{float(loss):.3f}")
+
+
+def make_trainer(hw: Hardware, *, max_steps: int, ckpt_dir: Path, every: int, callbacks=(), accumulate: int = 1,
+                 val_every: int | None = None, monitor: str | None = None, mode: str = "min") -> pl.Trainer:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+    ckpts = [ModelCheckpoint(dirpath=str(ckpt_dir), filename="step{step}", every_n_train_steps=max(1, every),
+                             save_last=True, save_top_k=-1 if monitor is None else 0, auto_insert_metric_name=False)]
+    if monitor is not None:
+        ckpts.append(ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", monitor=monitor, mode=mode,
+                                     save_top_k=1, auto_insert_metric_name=False))
+    return pl.Trainer(
+        accelerator=hw.accelerator,
+        devices=hw.devices,
+        num_nodes=hw.num_nodes,
+        strategy=hw.strategy,
+        precision=hw.precision,
+        max_steps=max_steps,
+        max_epochs=-1,
+        accumulate_grad_batches=accumulate,
+        gradient_clip_val=1.0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[*ckpts, *callbacks],
+        use_distributed_sampler=False,
+        check_val_every_n_epoch=None if val_every else 1,
+        val_check_interval=val_every,
+        limit_val_batches=1.0 if val_every else 0,
+        log_every_n_steps=1,
+        default_root_dir=str(ckpt_dir.parent),
+    )
+
+
+def last_checkpoint(ckpt_dir: Path) -> Path | None:
+    last = ckpt_dir / "last.ckpt"
+    return last if last.is_file() else None
+
+
+def teardown_distributed() -> None:
+    """After a DDP fit, rank-0-only inference hangs on a collective unless the group is destroyed."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

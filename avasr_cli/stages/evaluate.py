@@ -1,0 +1,117 @@
+"""``avasr evaluate``: transcribe dev/test with the fine-tuned model and score WER/CER.
+
+Writes ``reports/wer-<split>.json`` (machine-readable, with the checkpoint and manifest hashes),
+``reports/hyps-<split>.jsonl`` (one hypothesis per utterance) and ``reports/errors-<split>.txt``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from avasr_cli.errors import ConfigError, InputError
+from avasr_cli.progress import Reporter
+from avasr_cli.run import RunDir, sha256_file, write_json_atomic, write_jsonl_atomic, write_text_atomic
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    splits: tuple[str, ...] = ("dev", "test")
+    batch_size: int = 16
+    device: str = "auto"
+    decoder: str = "default"  # for hybrid models: default (transducer) or ctc
+
+    def validate(self) -> None:
+        problems = []
+        bad = [s for s in self.splits if s not in ("train", "dev", "test")]
+        if bad:
+            problems.append(f"--split {','.join(bad)}: splits are train, dev and test")
+        if self.batch_size < 1:
+            problems.append("--batch-size must be at least 1")
+        if self.device not in ("auto", "cpu", "cuda"):
+            problems.append(f"--device {self.device!r} is not one of auto, cpu, cuda")
+        if self.decoder not in ("default", "ctc"):
+            problems.append(f"--decoder {self.decoder!r} is not one of default, ctc")
+        if problems:
+            raise ConfigError("; ".join(problems), "see `avasr evaluate --help`")
+
+
+@dataclass
+class EvaluateResult:
+    model: str
+    model_sha256: str
+    splits: dict = field(default_factory=dict)  # split → {"wer", "cer", "num_utterances", "report"}
+
+
+def load_model(path):
+    """Restore a fine-tuned .nemo with stock NeMo; a non-ASR or broken file gets a clear error."""
+    from nemo.collections.asr.models import ASRModel
+
+    try:
+        model = ASRModel.restore_from(str(path), map_location="cpu")
+    except Exception as exc:
+        raise InputError(f"cannot load {path} as a NeMo ASR model ({type(exc).__name__})",
+                         "rerun `avasr finetune --force`") from exc
+    return model
+
+
+def transcribe(model, paths: list[str], batch_size: int, decoder: str = "default") -> list[str]:
+    if decoder == "ctc":
+        if not hasattr(model, "cur_decoder"):
+            raise ConfigError("--decoder ctc needs a hybrid model", "drop --decoder")
+        model.change_decoding_strategy(decoder_type="ctc", verbose=False)
+    out = model.transcribe(paths, batch_size=batch_size, verbose=False)
+    if isinstance(out, tuple):  # older NeMo returns (best, all) for transducers
+        out = out[0]
+    model.eval()  # transcribe() leaves modules in train mode
+    return [h.text if hasattr(h, "text") else str(h) for h in out]
+
+
+def run_evaluate(run: RunDir, cfg: EvaluateConfig, rep: Reporter | None = None) -> EvaluateResult:
+    rep = rep or Reporter()
+    cfg.validate()
+    import torch
+
+    from avasr_cli.data.manifest import read_manifest
+    from avasr_cli.report.metrics import format_errors, score
+
+    ft = run.require("finetune", "run `avasr finetune` first")
+    model_path = run.finetune_dir / "model.nemo"
+    if not model_path.is_file():
+        raise InputError(f"{model_path} is missing although the finetune stage is recorded", "rerun `avasr finetune --force`")
+    model = load_model(model_path)
+    device = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
+    model = model.to(device).eval()
+    lang = (run.stage("prepare") or {}).get("config", {}).get("lang")
+    result = EvaluateResult(model=str(model_path), model_sha256=sha256_file(model_path))
+    for split in cfg.splits:
+        manifest = run.manifest(split)
+        rows = read_manifest(manifest, require=("audio_filepath", "duration", "text"))
+        if not rows:
+            raise InputError(f"{manifest} is empty", "run `avasr prepare` again")
+        with rep.task(f"transcribing {split}", total=len(rows)) as task:
+            hyps: list[str] = []
+            for start in range(0, len(rows), cfg.batch_size * 8):
+                chunk = rows[start : start + cfg.batch_size * 8]
+                hyps += transcribe(model, [r["audio_filepath"] for r in chunk], cfg.batch_size, cfg.decoder)
+                task.advance(len(chunk))
+        extra = {k: [str(r.get(k, "")) for r in rows] for k in ("gender", "district") if any(k in r for r in rows)}
+        scored = score([r["text"] for r in rows], hyps, utt_ids=[r.get("utt_id", str(i)) for i, r in enumerate(rows)],
+                       speakers=[str(r.get("speaker", "")) for r in rows] if any("speaker" in r for r in rows) else None,
+                       extra=extra or None, lang=lang)
+        report = dict(scored, split=split, manifest=str(manifest), manifest_sha256=sha256_file(manifest),
+                      checkpoint=str(model_path), checkpoint_sha256=result.model_sha256,
+                      decoder=ft["result"].get("decoder") if cfg.decoder == "default" else "ctc")
+        write_jsonl_atomic(run.reports / f"hyps-{split}.jsonl",
+                           [{"utt_id": u["utt_id"], "audio_filepath": r["audio_filepath"], "ref": r["text"], "hyp": h}
+                            for u, r, h in zip(scored["utterances"], rows, hyps)])
+        write_text_atomic(run.reports / f"errors-{split}.txt", format_errors(scored))
+        write_json_atomic(run.reports / f"wer-{split}.json", report)
+        rep.log(f"{split}: WER {scored['wer']:.2%}  CER {scored['cer']:.2%}  ({len(rows)} utterances)")
+        result.splits[split] = {"wer": scored["wer"], "cer": scored["cer"], "num_utterances": len(rows),
+                                "report": str(run.reports / f"wer-{split}.json")}
+    return result
+
+
+def describe(result: dict) -> str:
+    return "\n".join(f"{split}: WER {s['wer']:.2%}  CER {s['cer']:.2%}  ({s['num_utterances']} utterances) → {s['report']}"
+                     for split, s in result["splits"].items())

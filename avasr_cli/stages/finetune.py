@@ -1,0 +1,233 @@
+"""``avasr finetune``: supervised ASR training of a NeMo FastConformer on the transcribed train split,
+starting from the run's aligned encoder when it has one, else from ``--init``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from avasr_cli.errors import ConfigError
+from avasr_cli.progress import Reporter
+from avasr_cli.run import RunDir, sha256_file, write_json_atomic
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    decoder: str = "auto"
+    init: str = "auto"
+    max_steps: int = 400
+    batch_size: int = 16
+    accumulate: int = 1
+    lr: float = 2e-3
+    weight_decay: float = 1e-3
+    warmup_steps: int = 40
+    schedule: str = "cosine"
+    vocab_size: int = 64
+    spec_augment: bool = True
+    train_hours: float = 0.0  # 0 = all
+    val_every: int = 100
+    seed: int = 0
+    gpus: int = 0
+    nodes: int = 1
+    precision: str = "auto"
+    workers: int = 2
+    max_duration: float = 20.0
+
+    def validate(self) -> None:
+        from avasr_cli.models.asr import DECODERS
+
+        problems = []
+        if self.decoder not in DECODERS + ("auto",):
+            problems.append(f"--decoder {self.decoder!r} is not one of auto, {', '.join(DECODERS)}")
+        if self.schedule not in ("cosine", "noam"):
+            problems.append(f"--schedule {self.schedule!r} is not one of cosine, noam")
+        for name in ("max_steps", "batch_size", "accumulate", "val_every", "nodes"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name.replace('_', '-')} must be at least 1")
+        if self.vocab_size < 8:
+            problems.append("--vocab-size must be at least 8")
+        if self.train_hours < 0:
+            problems.append("--train-hours must be 0 (all) or positive")
+        if self.lr <= 0:
+            problems.append("--lr must be positive")
+        if problems:
+            raise ConfigError("; ".join(problems), "see `avasr finetune --help`")
+
+
+@dataclass
+class FinetuneResult:
+    decoder: str
+    init: str
+    init_kind: str  # aligned | init
+    encoder_history: list
+    budget: dict
+    tokenizer: dict
+    tokenizer_sha256: str
+    train_utterances: int
+    train_hours: float
+    best_dev_wer: float | None
+    steps: int
+    seconds: float
+    model: str
+    model_sha256: str = ""
+    notes: list = field(default_factory=list)
+
+
+def resolve_decoder(decoder: str, gpus: int) -> str:
+    if decoder != "auto":
+        return decoder
+    return "hybrid-tdt-ctc" if gpus > 0 else "hybrid-rnnt-ctc"
+
+
+def subsample_hours(rows: list[dict], hours: float, seed: int) -> list[dict]:
+    """Deterministic subset of whole utterances adding up to at most ``hours`` (all when 0)."""
+    if hours <= 0:
+        return rows
+    import numpy as np
+
+    order = np.random.default_rng(seed + 7919).permutation(len(rows))
+    picked, total = [], 0.0
+    for i in order:
+        d = float(rows[i]["duration"])
+        if total + d > hours * 3600:
+            continue
+        picked.append(rows[i])
+        total += d
+    return picked
+
+
+def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None) -> FinetuneResult:
+    rep = rep or Reporter()
+    cfg.validate()
+    import lightning.pytorch as pl
+    import torch
+    from omegaconf import OmegaConf
+
+    from avasr_cli.data.manifest import read_manifest, total_hours
+    from avasr_cli.models.asr import build_config, check_decoder_device, model_class, train_tokenizer
+    from avasr_cli.models.fastconformer import EncoderBundle, load_init
+    from avasr_cli.models.trainer import ReporterCallback, last_checkpoint, make_trainer, resolve_hardware, teardown_distributed
+    from avasr_cli.run import write_jsonl_atomic
+    from avasr_cli.stages.align import resolve_init
+
+    run.require("prepare", "run `avasr prepare` first")
+    decoder = resolve_decoder(cfg.decoder, cfg.gpus)
+    check_decoder_device(decoder, cfg.gpus)
+    hw = resolve_hardware(cfg.gpus, cfg.nodes, 1, cfg.precision)
+    notes = []
+    if cfg.decoder == "auto" and cfg.gpus == 0:
+        notes.append("no GPU: hybrid-rnnt-ctc instead of the paper's hybrid-tdt-ctc (NeMo's TDT loss is CUDA-only)")
+
+    # starting point ---------------------------------------------------------------------------------
+    aligned = run.align_dir / "encoder" / "encoder.json"
+    if run.stage("align") is not None and aligned.exists():
+        if cfg.init != "auto":
+            raise ConfigError(f"--init {cfg.init}: this run has an aligned encoder, finetune starts from it",
+                              "drop --init, or use a run directory without an align stage")
+        bundle, init_kind = EncoderBundle.load(aligned.parent), "aligned"
+    else:
+        bundle, init_kind = load_init(resolve_init(run, cfg.init), seed=cfg.seed), "init"
+    rep.log(f"starting from {'the aligned encoder' if init_kind == 'aligned' else 'the base encoder'}: {bundle.source}"
+            + (f" + {', '.join(h['stage'] + ':' + h['objective'] for h in bundle.history)}" if bundle.history else ""))
+
+    # data and tokenizer -----------------------------------------------------------------------------
+    ft = run.finetune_dir
+    train_rows = read_manifest(run.manifest("train"), require=("audio_filepath", "duration", "text"))
+    dev_rows = read_manifest(run.manifest("dev"), require=("audio_filepath", "duration", "text"))
+    train_rows = [r for r in train_rows if r["text"].strip()]
+    train_rows = subsample_hours(train_rows, cfg.train_hours, cfg.seed)
+    train_manifest = ft / "train_used.jsonl"
+    write_jsonl_atomic(train_manifest, train_rows)
+    tok = train_tokenizer([r["text"] for r in train_rows], ft / "tokenizer", cfg.vocab_size, cfg.seed)
+    if tok["round_trip_failures"]:
+        raise ConfigError(f"the tokenizer does not round-trip {tok['round_trip_failures']} train transcript(s), "
+                          f"e.g. {tok['examples'][0]!r}", "check the transcripts' characters (see data/train.jsonl)")
+    if tok["unrepresentable_chars"]:
+        rep.warn(f"train text has characters the tokenizer cannot represent: {''.join(tok['unrepresentable_chars'])}")
+    rep.log(f"tokenizer: SentencePiece unigram, {tok['vocab_size']} pieces, identity normalisation; "
+            f"{len(train_rows)} train utterances ({total_hours(train_rows):.3f} h)")
+
+    model_cfg = build_config(decoder, bundle.preprocessor, bundle.encoder, ft / "tokenizer", train_manifest,
+                             run.manifest("dev"), batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                             warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps, schedule=cfg.schedule,
+                             workers=cfg.workers, spec_augment=cfg.spec_augment, max_duration=cfg.max_duration)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    ckpt_dir = ft / "checkpoints"
+    resume = last_checkpoint(ckpt_dir)
+    start = time.time()
+    with rep.task(f"finetune ({decoder})", total=cfg.max_steps) as task:
+        best = _BestByDevWer(ft / "best_weights.pt")
+        trainer = make_trainer(hw, max_steps=cfg.max_steps, ckpt_dir=ckpt_dir, every=cfg.val_every,
+                               callbacks=[ReporterCallback(task), best], accumulate=cfg.accumulate,
+                               val_every=min(cfg.val_every, cfg.max_steps))
+        model = model_class(decoder)(cfg=OmegaConf.create(model_cfg), trainer=trainer)
+        missing = model.encoder.load_state_dict(bundle.state_dict, strict=True)
+        del missing
+        if resume:
+            rep.log(f"resuming from {resume}")
+        trainer.fit(model, ckpt_path=str(resume) if resume else None)
+    seconds = time.time() - start
+    teardown_distributed()
+    if trainer.global_rank != 0:
+        raise SystemExit(0)
+    if best.path.exists():
+        model.load_state_dict(torch.load(best.path, map_location="cpu", weights_only=True))
+    model = model.cpu().eval()
+    model_path = ft / "model.nemo"
+    from avasr_cli.run import atomic_path
+
+    with atomic_path(model_path) as tmp:
+        model.save_to(str(tmp))
+    budget = {"max_steps": cfg.max_steps, "steps": int(trainer.global_step), "batch_size": cfg.batch_size,
+              "effective_batch": cfg.batch_size * cfg.accumulate * hw.world_size, "lr": cfg.lr,
+              "schedule": f"{cfg.schedule} (warm-up {cfg.warmup_steps})", "seed": cfg.seed,
+              "train_hours": round(total_hours(train_rows), 4), "decoder": decoder, "spec_augment": cfg.spec_augment,
+              "precision": hw.precision, "world_size": hw.world_size}
+    write_json_atomic(ft / "budget.json", budget)
+    return FinetuneResult(
+        decoder=decoder, init=bundle.source, init_kind=init_kind, encoder_history=bundle.history, budget=budget,
+        tokenizer=tok, tokenizer_sha256=sha256_file(ft / "tokenizer" / "tokenizer.model"),
+        train_utterances=len(train_rows), train_hours=budget["train_hours"],
+        best_dev_wer=best.best, steps=int(trainer.global_step), seconds=round(seconds, 1), model=str(model_path),
+        model_sha256=sha256_file(model_path), notes=notes,
+    )
+
+
+class _BestByDevWer:
+    """Keeps the weights with the lowest dev WER (NeMo logs ``val_wer``) in a plain tensor file."""
+
+    def __new__(cls, path):
+        import lightning.pytorch as pl
+
+        class Callback(pl.Callback):
+            def __init__(self):
+                self.path, self.best = path, None
+
+            def on_validation_end(self, trainer, pl_module):
+                wer = trainer.callback_metrics.get("val_wer")
+                if wer is None or trainer.global_rank != 0 or trainer.sanity_checking:
+                    return
+                wer = float(wer)
+                if self.best is None or wer < self.best:
+                    import torch
+
+                    from avasr_cli.run import atomic_path
+
+                    self.best = wer
+                    with atomic_path(self.path) as tmp:
+                        torch.save({k: v.detach().cpu() for k, v in pl_module.state_dict().items()}, tmp)
+
+            def state_dict(self):
+                return {"best": self.best}
+
+            def load_state_dict(self, state):
+                self.best = state.get("best")
+
+        return Callback()
+
+
+def describe(result: dict) -> str:
+    r = result
+    wer = f"{r['best_dev_wer']:.3f}" if r.get("best_dev_wer") is not None else "—"
+    return (f"fine-tuned {r['decoder']} from {r['init_kind']} encoder ({r['init']}) for {r['steps']} steps; "
+            f"best dev WER {wer} → {r['model']}")

@@ -1,0 +1,123 @@
+"""Contrastive losses against straightforward loop-based references (values and gradients)."""
+
+
+import pytest
+import torch
+
+from avasr_cli.models.losses import ClipLoss, MaxSimLoss, SigLipLoss, masked_mean, maxsim_scores
+
+
+def _ref_clip(a, v, ids, scale):
+    a = a / a.norm(dim=-1, keepdim=True)
+    v = v / v.norm(dim=-1, keepdim=True)
+    n = a.shape[0]
+    total = 0.0
+    for direction in range(2):
+        for i in range(n):
+            terms = []
+            for j in range(n):
+                if j != i and ids[j] == ids[i]:
+                    continue  # another clip of the same image is not a negative
+                s = (a[i] @ v[j]) if direction == 0 else (v[i] @ a[j])
+                terms.append(scale * s)
+            pos = scale * (a[i] @ v[i])
+            total = total - (pos - torch.logsumexp(torch.stack(terms), 0))
+    return total / (2 * n)
+
+
+def _ref_siglip(a, v, ids, scale, bias):
+    a = a / a.norm(dim=-1, keepdim=True)
+    v = v / v.norm(dim=-1, keepdim=True)
+    n = a.shape[0]
+    total = 0.0
+    for i in range(n):
+        for j in range(n):
+            label = 1.0 if ids[i] == ids[j] else -1.0
+            z = scale * (a[i] @ v[j]) + bias
+            total = total - torch.nn.functional.logsigmoid(label * z)
+    return total / n
+
+
+def _ref_maxsim(frames, lengths, patches):
+    out = torch.zeros(frames.shape[0], patches.shape[0])
+    for i in range(frames.shape[0]):
+        for j in range(patches.shape[0]):
+            best = []
+            for t in range(int(lengths[i])):
+                f = frames[i, t] / frames[i, t].norm()
+                sims = [(f @ (p / p.norm())) for p in patches[j]]
+                best.append(torch.stack(sims).max())
+            out[i, j] = torch.stack(best).mean()
+    return out
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(6, 8, generator=g, requires_grad=True)
+    v = torch.randn(6, 8, generator=g, requires_grad=True)
+    ids = torch.tensor([0, 1, 2, 2, 3, 4])  # rows 2 and 3 share an image
+    return a, v, ids
+
+
+def _grads(fn, a, v):
+    a.grad = v.grad = None
+    fn().backward()
+    return a.grad.clone(), v.grad.clone()
+
+
+def test_clip_matches_reference(batch):
+    a, v, ids = batch
+    loss = ClipLoss(init_temperature=0.1)
+    ours = loss(a, v, ids)
+    ref = _ref_clip(a, v, ids, loss.scale().detach())
+    assert torch.allclose(ours, ref, atol=1e-5)
+    ga, gv = _grads(lambda: loss(a, v, ids), a, v)
+    ra, rv = _grads(lambda: _ref_clip(a, v, ids, loss.scale().detach()), a, v)
+    assert torch.allclose(ga, ra, atol=1e-5) and torch.allclose(gv, rv, atol=1e-5)
+
+
+def test_siglip_matches_reference(batch):
+    a, v, ids = batch
+    loss = SigLipLoss()
+    ours = loss(a, v, ids)
+    ref = _ref_siglip(a, v, ids, loss.scale().detach(), loss.logit_bias.detach())
+    assert torch.allclose(ours, ref, atol=1e-4)
+    ga, gv = _grads(lambda: loss(a, v, ids), a, v)
+    ra, rv = _grads(lambda: _ref_siglip(a, v, ids, loss.scale().detach(), loss.logit_bias.detach()), a, v)
+    assert torch.allclose(ga, ra, atol=1e-5) and torch.allclose(gv, rv, atol=1e-5)
+
+
+def test_shared_image_is_not_a_negative(batch):
+    a, v, ids = batch
+    loss = ClipLoss()
+    # moving row 3's image onto row 2's image must not change row 2's loss terms through a negative
+    with torch.no_grad():
+        base = loss(a, v, ids)
+        v2 = v.clone()
+        v2[3] = v[2] * 3.0
+        assert torch.isfinite(loss(a, v2, ids)) and torch.isfinite(base)
+
+
+def test_maxsim_scores_and_loss_match_reference():
+    g = torch.Generator().manual_seed(1)
+    frames = torch.randn(3, 5, 4, generator=g, requires_grad=True)
+    lengths = torch.tensor([5, 3, 2])
+    patches = torch.randn(3, 6, 4, generator=g)
+    ours = maxsim_scores(frames, lengths, patches)
+    assert torch.allclose(ours, _ref_maxsim(frames, lengths, patches), atol=1e-5)
+    ids = torch.tensor([0, 1, 2])
+    loss = MaxSimLoss()
+    value = loss(frames, lengths, patches, ids)
+    scale = loss.scale().detach()
+    sim = scale * _ref_maxsim(frames, lengths, patches)
+    target = torch.arange(3)
+    ref = 0.5 * (torch.nn.functional.cross_entropy(sim, target) + torch.nn.functional.cross_entropy(sim.t(), target))
+    assert torch.allclose(value, ref, atol=1e-5)
+    value.backward()
+    assert frames.grad is not None and frames.grad[2, 2:].abs().sum() == 0  # padding frames get no gradient
+
+
+def test_masked_mean_ignores_padding():
+    x = torch.tensor([[[1.0], [3.0], [100.0]]])
+    assert masked_mean(x, torch.tensor([2])).item() == pytest.approx(2.0)
