@@ -6,7 +6,10 @@ Importing this module must stay cheap (no torch, NeMo or transformers): ``avasr 
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -37,9 +40,14 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    run_dir: Optional[Path] = typer.Option(
+        None, "--run-dir", "-r", help="Run directory for the command that follows (same as the command's own --run-dir).",
+        show_default=False,
+    ),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
 ) -> None:
-    pass
+    if run_dir is not None:
+        os.environ["AVASR_RUN_DIR"] = str(run_dir)
 
 
 for _module in (prepare, embed, align, finetune, evaluate, compare):

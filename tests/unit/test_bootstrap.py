@@ -1,0 +1,135 @@
+"""Paired speaker bootstrap: hand-computed and exhaustively enumerated small cases, determinism."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from avasr_cli.report.bootstrap import (group_index, paired_bootstrap, paired_bootstrap_many, resample_counts,
+                                        resampled_wers)
+
+# three speakers, two utterances each, 5 reference words per utterance (10 per speaker)
+#   speaker  errors a  errors b   b - a
+#   s1       1 + 1     0 + 1      -1
+#   s2       2 + 1     1 + 2       0
+#   s3       3 + 2     1 + 1      -3
+GROUPS = ["s1", "s2", "s3", "s1", "s2", "s3"]
+ERR_A = [1, 2, 3, 1, 1, 2]
+ERR_B = [0, 1, 1, 1, 2, 1]
+WORDS = [5] * 6
+
+
+def _manual_delta(draw: tuple[int, ...]) -> float:
+    """WER_b - WER_a of one resample, the slow way: utterance by utterance."""
+    spk = ["s1", "s2", "s3"]
+    ea = eb = na = 0
+    for g in draw:
+        for i, s in enumerate(GROUPS):
+            if s == spk[g]:
+                ea, eb, na = ea + ERR_A[i], eb + ERR_B[i], na + WORDS[i]
+    return eb / na - ea / na
+
+
+def test_hand_computed_delta():
+    res = paired_bootstrap(ERR_A, WORDS, ERR_B, WORDS, GROUPS, n_resamples=200, seed=0)
+    assert res["delta"] == pytest.approx(6 / 30 - 10 / 30)
+    assert res["wer"] == pytest.approx(6 / 30) and res["baseline_wer"] == pytest.approx(10 / 30)
+
+
+def test_vectorised_resamples_match_an_exhaustive_enumeration():
+    draws = list(itertools.product(range(3), repeat=3))  # all 27 resamples of 3 speakers
+    counts = np.array([np.bincount(d, minlength=3) for d in draws], dtype=float)
+    inv, n_groups = group_index(GROUPS, 6)
+    assert n_groups == 3 and list(inv) == [0, 1, 2, 0, 1, 2]
+    sums = np.zeros((3, 4))
+    for i, g in enumerate(inv):
+        sums[g] += [ERR_A[i], WORDS[i], ERR_B[i], WORDS[i]]
+    wers = resampled_wers(counts, sums)
+    deltas = wers[:, 1] - wers[:, 0]
+    assert deltas == pytest.approx([_manual_delta(d) for d in draws])
+    # exact two-sided p over the 27 equally likely resamples: only (s2, s2, s2) reaches delta >= 0
+    exact_p = 2 * min(np.mean(deltas <= 0), np.mean(deltas >= 0))
+    assert exact_p == pytest.approx(2 / 27)
+
+
+def test_fixed_resample_indices_reproduce_ci_and_p():
+    n = 500
+    counts = resample_counts(3, n, seed=7)
+    assert counts.shape == (n, 3) and (counts.sum(axis=1) == 3).all()
+    deltas = []
+    for row in counts:  # turn each count row back into a draw of speaker indices
+        draw = tuple(g for g in range(3) for _ in range(int(row[g])))
+        deltas.append(_manual_delta(draw))
+    deltas = np.array(deltas)
+    res = paired_bootstrap(ERR_A, WORDS, ERR_B, WORDS, GROUPS, n_resamples=n, seed=7)
+    lo, hi = np.percentile(deltas, [2.5, 97.5])
+    assert res["ci_low"] == pytest.approx(lo) and res["ci_high"] == pytest.approx(hi)
+    assert res["p_value"] == pytest.approx(min(1.0, 2 * min(np.mean(deltas <= 0), np.mean(deltas >= 0))))
+
+
+def test_p_value_converges_to_the_exhaustive_value():
+    res = paired_bootstrap(ERR_A, WORDS, ERR_B, WORDS, GROUPS, n_resamples=20000, seed=1)
+    assert res["p_value"] == pytest.approx(2 / 27, abs=0.01)
+    assert -0.3 <= res["ci_low"] <= res["delta"] <= res["ci_high"] <= 0.0
+
+
+def test_deterministic_by_seed():
+    rng = np.random.default_rng(3)
+    n = 300
+    words = rng.integers(1, 20, n)
+    ea, eb = rng.binomial(words, 0.3), rng.binomial(words, 0.25)
+    spk = [f"s{i % 17}" for i in range(n)]
+    a = paired_bootstrap(ea, words, eb, words, spk, n_resamples=400, seed=5)
+    b = paired_bootstrap(ea, words, eb, words, spk, n_resamples=400, seed=5)
+    c = paired_bootstrap(ea, words, eb, words, spk, n_resamples=400, seed=6)
+    assert a == b
+    assert a["delta"] == c["delta"] and (a["ci_low"], a["ci_high"]) != (c["ci_low"], c["ci_high"])
+
+
+def test_unknown_speakers_are_their_own_groups():
+    rng = np.random.default_rng(0)
+    words = rng.integers(1, 10, 40)
+    ea, eb = rng.binomial(words, 0.4), rng.binomial(words, 0.3)
+    none = paired_bootstrap(ea, words, eb, words, None, n_resamples=300, seed=2)
+    unknown = paired_bootstrap(ea, words, eb, words, [None] * 20 + [""] * 20, n_resamples=300, seed=2)
+    unique = paired_bootstrap(ea, words, eb, words, [f"u{i}" for i in range(40)], n_resamples=300, seed=2)
+    assert none == unknown == unique
+
+
+def test_many_systems_share_one_draw():
+    rng = np.random.default_rng(1)
+    words = rng.integers(1, 15, 100)
+    ea = rng.binomial(words, 0.3)
+    ebs = [rng.binomial(words, p) for p in (0.2, 0.3, 0.4)]
+    spk = [f"s{i % 9}" for i in range(100)]
+    many = paired_bootstrap_many(ea, words, ebs, [words] * 3, spk, n_resamples=250, seed=4)
+    single = [paired_bootstrap(ea, words, eb, words, spk, n_resamples=250, seed=4) for eb in ebs]
+    assert many == single
+
+
+def test_identical_systems():
+    res = paired_bootstrap(ERR_A, WORDS, ERR_A, WORDS, GROUPS, n_resamples=100)
+    assert res["delta"] == 0 and res["ci_low"] == 0 and res["ci_high"] == 0 and res["p_value"] == 1.0
+
+
+def test_large_case_is_fast():
+    import time
+
+    rng = np.random.default_rng(0)
+    n = 10_000
+    words = rng.integers(1, 30, n)
+    ea, eb = rng.binomial(words, 0.3), rng.binomial(words, 0.29)
+    t = time.perf_counter()
+    paired_bootstrap(ea, words, eb, words, [f"s{i % 300}" for i in range(n)], n_resamples=1000)
+    assert time.perf_counter() - t < 2.0
+
+
+def test_bad_input():
+    with pytest.raises(ValueError):
+        paired_bootstrap([1, 2], [3, 4], [1], [3], None)
+    with pytest.raises(ValueError):
+        paired_bootstrap([1], [3], [1], [3], ["a", "b"])
+    with pytest.raises(ValueError):
+        paired_bootstrap([1], [3], [1], [3], None, n_resamples=0)
