@@ -1,0 +1,64 @@
+"""``avasr embed-images``: embed the run's images into the shared feature store."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from avasr_cli.cli.common import ForceOption, JsonOption, RunDirOption, out, run_stage
+
+
+def _summary(r: dict) -> str:
+    tag = " [UNTRAINED]" if r.get("untrained") and "UNTRAINED" not in r["label"] else ""
+    skipped = f", {r['skipped']} skipped (see features.json)" if r.get("skipped") else ""
+    return (f"{r['images']} images: {r['embedded']} embedded, {r['cached']} cached{skipped}\n"
+            f"model {r['label']}{tag}, dim {r['dim']}, {r['num_patches']} patches, pooling {r['pooling']}\n"
+            f"store {r['store']}")
+
+
+def embed_images(
+    run_dir: RunDirOption = None,
+    vision: Annotated[str, typer.Option(help="Registry name (see --list), hub id owner/name, or a local model directory. auto: tiny-siglip for the built-in corpus, else siglip2.")] = "auto",
+    revision: Annotated[Optional[str], typer.Option(help="Hub revision (branch, tag or commit) to pin.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    patch_pool: Annotated[int, typer.Option(help="Average-pool patch tokens to a K×K grid before storing (0 = keep all).")] = 0,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow a hub model's own Python code to run.")] = False,
+    workers: Annotated[int, typer.Option(help="Image decoding worker processes (0 = decode in the main process).")] = 2,
+    list_: Annotated[bool, typer.Option("--list", help="Print the encoder registry and exit (no run directory needed).")] = False,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Embed every image named in the run's manifests with a vision encoder into the shared feature store
+    (fp16, resumable, cached by image content: a rerun embeds only new images).
+
+    Examples:
+
+        avasr embed-images --vision siglip2
+
+        avasr embed-images --vision /models/my-siglip --batch-size 64
+
+        avasr embed-images --list
+    """
+    if list_:
+        from rich.table import Table
+
+        from avasr_cli.vision.registry import registry_rows
+
+        table = Table("name", "description")
+        table.add_column("model", overflow="fold")
+        for row in registry_rows():
+            table.add_row(row["name"], row["label"], row["model"])
+        out.print(table)
+        raise typer.Exit()
+    from avasr_cli.stages.embed_images import EmbedConfig, run_embed_images
+
+    cfg = EmbedConfig(vision=vision, revision=revision, batch_size=batch_size, device=device, patch_pool=patch_pool,
+                      trust_remote_code=trust_remote_code, workers=workers)
+    cfg.validate()
+    run_stage("embed-images", run_dir, cfg, run_embed_images, force=force, as_json=as_json, summary=_summary)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("embed-images")(embed_images)

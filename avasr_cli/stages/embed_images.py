@@ -1,0 +1,268 @@
+"""Stage ``embed-images``: embed every image named in the run's manifests into the shared feature store.
+
+Images are decoded (PIL) and preprocessed in DataLoader workers while the model runs; features are
+written in shards, so a killed run resumes and a rerun is all cache hits. The run directory gets
+``features.json`` naming the store that ``align`` reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from pathlib import Path
+
+from avasr_cli.data.manifest import image_field, read_manifest
+from avasr_cli.errors import ConfigError, InputError
+from avasr_cli.progress import Reporter
+from avasr_cli.run import RunDir, sha256_file, write_json_atomic
+
+SHARD_IMAGES = 1024  # images per shard (commit unit of a resumable run) ...
+SHARD_BYTES = 256 << 20  # ... or fewer when their fp16 patches reach this size (big models keep RAM bounded)
+SHARD_SECONDS = 60.0  # ... or at least one shard a minute, whichever comes first
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbedConfig:
+    vision: str = "auto"
+    revision: str | None = None
+    batch_size: int = 32
+    device: str = "auto"
+    patch_pool: int = 0
+    trust_remote_code: bool = False
+    workers: int = 2
+
+    def validate(self) -> None:
+        from avasr_cli.vision.registry import REGISTRY, is_known
+
+        problems = []
+        if self.vision != "auto" and not is_known(self.vision):
+            problems.append(f"unknown vision encoder {self.vision!r}: not a registry name ({', '.join(REGISTRY)}), "
+                            "a hub id (owner/name) or an existing directory")
+        if not 1 <= self.batch_size <= 65536:
+            problems.append(f"--batch-size must be at least 1 (got {self.batch_size})")
+        if not _DEVICE.match(str(self.device)):
+            problems.append(f"--device must be auto, cpu, mps, cuda or cuda:N (got {self.device!r})")
+        if self.patch_pool < 0:
+            problems.append(f"--patch-pool must be 0 (off) or a grid side K ≥ 1 (got {self.patch_pool})")
+        if self.workers < 0:
+            problems.append(f"--workers must be 0 or more (got {self.workers})")
+        if self.revision is not None and not str(self.revision).strip():
+            problems.append("--revision must not be empty")
+        if problems:
+            raise ConfigError("; ".join(problems), "see `avasr embed-images --help` (and --list for the encoders)")
+
+
+@dataclasses.dataclass
+class EmbedResult:
+    vision: str  # the registry name / hub id / directory asked for (after resolving "auto")
+    store: str  # feature store directory
+    store_key: str
+    model_id: str
+    revision: str | None
+    label: str
+    untrained: bool
+    dim: int
+    num_patches: int
+    grid: list[int]
+    layer: int
+    pooling: str
+    patch_pool: int
+    dtype: str
+    device: str
+    images: int  # unique images named by the manifests (by content hash)
+    embedded: int  # computed in this run
+    cached: int  # already in the store
+    skipped: int  # unreadable or corrupt images (not embedded)
+    skipped_images: list[dict]  # {"path", "sha256", "reason"}
+    rows_without_image: int
+    seconds: float
+    images_per_s: float
+
+
+def resolve_vision(run: RunDir, cfg: EmbedConfig) -> str:
+    """``auto`` → ``tiny-siglip`` for the built-in corpus (hub weights unavailable), else ``siglip2``."""
+    prep = run.require("prepare", hint="run `avasr prepare` first")
+    if cfg.vision != "auto":
+        return cfg.vision
+    source = (prep.get("config") or {}).get("source")
+    return "tiny-siglip" if source == "builtin" else "siglip2"
+
+
+def collect_images(run: RunDir) -> tuple[dict[str, str], list[dict], int]:
+    """Unique ``image_sha256 → path`` over every manifest, images that cannot be read, rows without image."""
+    manifests = sorted(run.data.glob("*.jsonl"))
+    if not manifests:
+        raise InputError(f"no manifests (*.jsonl) in {run.data}", "run `avasr prepare` first")
+    images: dict[str, str] = {}
+    skipped: dict[str, dict] = {}
+    hashed: dict[str, str] = {}
+    no_image = 0
+    for manifest in manifests:
+        for row in read_manifest(manifest, require=()):
+            key = image_field(row)
+            if key is None:
+                no_image += 1
+                continue
+            path = Path(str(row[key])).expanduser()
+            if not path.is_absolute():
+                path = manifest.parent / path
+            spath = str(path)
+            sha = row.get("image_sha256") or hashed.get(spath)
+            if not sha:
+                try:
+                    sha = hashed[spath] = sha256_file(path)
+                except OSError as exc:
+                    skipped.setdefault(spath, {"path": spath, "sha256": None, "reason": f"cannot read: {exc.strerror or exc}"})
+                    continue
+            images.setdefault(sha, spath)
+    return images, list(skipped.values()), no_image
+
+
+# --------------------------------------------------------------------------------------------- data loading
+class _Images:
+    """Dataset of (sha, path) decoded with PIL; a failure is returned, never raised."""
+
+    def __init__(self, items: list[tuple[str, str]]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        sha, path = self.items[i]
+        try:
+            with Image.open(path) as im:
+                im.load()
+                return sha, path, im.convert("RGB"), None
+        except Exception as exc:  # missing, truncated, not an image, decompression bomb...
+            return sha, path, None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+class _Collate:
+    """Runs in the worker: preprocess the decoded images of a batch; isolate images the processor rejects."""
+
+    def __init__(self, preprocessor):
+        self.preprocessor = preprocessor
+
+    def __call__(self, items):
+        bad = [{"path": p, "sha256": s, "reason": r} for s, p, im, r in items if im is None]
+        good = [(s, p, im) for s, p, im, r in items if im is not None]
+        try:
+            return [s for s, _, _ in good], (self.preprocessor([im for _, _, im in good]) if good else None), bad
+        except Exception:
+            kept = []
+            for s, p, im in good:
+                try:
+                    self.preprocessor([im])
+                    kept.append((s, p, im))
+                except Exception as exc:
+                    bad.append({"path": p, "sha256": s, "reason": f"preprocessing failed: {type(exc).__name__}: {exc}"})
+            return [s for s, _, _ in kept], (self.preprocessor([im for _, _, im in kept]) if kept else None), bad
+
+
+# --------------------------------------------------------------------------------------------- stage
+def run_embed_images(run: RunDir, cfg: EmbedConfig, rep: Reporter | None = None) -> EmbedResult:
+    from avasr_cli.vision.encoder import inspect_vision_model, load_inspected
+    from avasr_cli.vision.store import FeatureStore, store_key, store_path
+
+    rep = rep or Reporter()
+    cfg.validate()
+    vision = resolve_vision(run, cfg)
+    images, skipped, no_image = collect_images(run)
+    if not images:
+        if skipped:
+            raise InputError(f"none of the {len(skipped)} images named in {run.data} can be read "
+                             f"(first: {skipped[0]['path']}: {skipped[0]['reason']})", "check the image paths in the manifests")
+        raise InputError(f"no manifest row in {run.data} names an image",
+                         "manifests need image_filepath (or image_path, image, referenceImage) on their rows")
+    info, config = inspect_vision_model(vision, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    if info.untrained:
+        rep.warn(f"{info.label}: features from an UNTRAINED model carry no visual meaning")
+    key = {"model_id": info.model_id, "revision": info.revision, "layer": info.layer, "pooling": info.pooling,
+           "patch_pool": cfg.patch_pool}
+    path = store_path(key)
+    store = FeatureStore.open(path) if (path / "store.json").is_file() else None
+    todo = store.missing(images) if store is not None else list(images)
+    device, embedded, seconds = cfg.device, 0, 0.0
+    if todo:
+        enc = load_inspected(info, config, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
+        device = str(enc.device)
+        grid = list(enc.grid)
+        if cfg.patch_pool > min(grid):
+            raise ConfigError(f"--patch-pool {cfg.patch_pool} exceeds the {grid[0]}×{grid[1]} patch grid of {info.model_id}",
+                              f"use a K between 1 and {min(grid)}, or 0 to keep every patch")
+        if cfg.patch_pool:
+            grid = [cfg.patch_pool, cfg.patch_pool]
+        meta = {**key, "label": info.label, "untrained": info.untrained, "arch": info.arch, "dim": enc.dim,
+                "num_patches": grid[0] * grid[1], "grid": grid}
+        store = FeatureStore.open_or_create(None, meta)
+        todo = store.missing(images)
+        rep.log(f"{len(images) - len(todo)} of {len(images)} images cached; embedding {len(todo)} with {info.label} on {device}")
+        embedded, seconds = _embed(enc, store, [(s, images[s]) for s in todo], cfg, rep, skipped)
+    else:
+        rep.log(f"all {len(images)} images cached in {path}")
+    for item in skipped:
+        rep.warn(f"skipped image {item['path']}: {item['reason']}")
+    skipped_shas = {s["sha256"] for s in skipped if s["sha256"]}
+    result = EmbedResult(
+        vision=vision, store=str(store.path), store_key=store_key(key), model_id=info.model_id, revision=info.revision,
+        label=info.label, untrained=info.untrained, dim=store.dim, num_patches=store.num_patches,
+        grid=list(store.meta.get("grid") or []), layer=info.layer, pooling=info.pooling, patch_pool=cfg.patch_pool,
+        dtype="float16", device=device, images=len(images), embedded=embedded,
+        cached=len(images) - embedded - len(skipped_shas & set(images)), skipped=len(skipped), skipped_images=skipped,
+        rows_without_image=no_image, seconds=round(seconds, 3),
+        images_per_s=round(embedded / seconds, 2) if seconds > 0 else 0.0,
+    )
+    write_json_atomic(run.root / "features.json", dataclasses.asdict(result))
+    return result
+
+
+def _embed(enc, store, items, cfg: EmbedConfig, rep: Reporter, skipped: list) -> tuple[int, float]:
+    """The embedding loop: decode in workers, forward in this process, commit a shard every so often."""
+    import numpy as np
+    import torch
+
+    from avasr_cli.vision.encoder import pool_patches
+    from avasr_cli.vision.store import FP16_MAX
+
+    loader = torch.utils.data.DataLoader(
+        _Images(items), batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
+        collate_fn=_Collate(enc.preprocessor), prefetch_factor=4 if cfg.workers else None,
+    )
+    pending: list[tuple] = []  # (shas, pooled fp16, patches fp16) of batches not yet in a shard
+    done = 0
+
+    def fp16(x):
+        return np.clip(x.numpy(), -FP16_MAX, FP16_MAX).astype(np.float16)
+
+    def flush() -> None:
+        batch, pending[:] = list(pending), []
+        if batch:
+            store.write_shard([k for b in batch for k in b[0]], np.concatenate([b[1] for b in batch]),
+                              np.concatenate([b[2] for b in batch]))
+
+    t0 = last = time.perf_counter()
+    with rep.task("embedding images", total=len(items), unit="img") as task:
+        try:
+            for shas, inputs, bad in loader:
+                skipped.extend(bad)
+                if shas:
+                    pooled, patches = enc.forward(inputs)
+                    if cfg.patch_pool:
+                        patches = pool_patches(patches, enc.grid, cfg.patch_pool)
+                    pending.append((shas, fp16(pooled), fp16(patches)))
+                    done += len(shas)
+                task.advance(len(shas) + len(bad))
+                now = time.perf_counter()
+                task.update(img_s=f"{done / max(now - t0, 1e-9):.1f}")
+                n_pending, n_bytes = sum(len(p[0]) for p in pending), sum(p[2].nbytes for p in pending)
+                if n_pending >= SHARD_IMAGES or n_bytes >= SHARD_BYTES or now - last >= SHARD_SECONDS:
+                    flush()
+                    last = now
+        finally:
+            flush()  # keep what was finished, even when interrupted
+    return done, time.perf_counter() - t0

@@ -1,0 +1,235 @@
+"""The feature store: fp16 image features on disk, memory-mapped for reading, keyed by image content.
+
+One store per (model id, revision, layer, pooling, patch_pool), shared by every run directory::
+
+    $AVASR_HOME/features/<16 hex of sha256(key)>/
+        store.json              key, model label, dim, num_patches, grid, dtype
+        shard-00000/            committed by renaming a finished temp dir: a shard exists whole or not at all
+            pooled.npy          [n, D] float16
+            patches.npy         [n, P, D] float16
+            keys.json           the n image sha256s, in row order
+        shard-00001/ ...
+
+A killed run leaves at most a ``.tmp-shard-*`` directory, removed on the next open; finished shards stay,
+so a rerun embeds only the missing images. Readers (``align``) open a store with :meth:`FeatureStore.open`
+and call :meth:`FeatureStore.lookup`. numpy only: no torch here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from avasr_cli.errors import InputError
+import socket
+
+from avasr_cli.run import avasr_home, write_json_atomic
+
+STORE_FORMAT = 1
+KEY_FIELDS = ("model_id", "revision", "layer", "pooling", "patch_pool")
+FP16_MAX = float(np.finfo(np.float16).max)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def store_key(meta: dict) -> str:
+    """Short hash of the (model id, revision, layer, pooling, patch_pool) tuple."""
+    key = json.dumps([meta.get(k) for k in KEY_FIELDS], sort_keys=True, default=str)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def features_root() -> Path:
+    return avasr_home() / "features"
+
+
+def store_path(meta: dict, root: Path | str | None = None) -> Path:
+    return Path(root if root is not None else features_root()) / store_key(meta)
+
+
+class FeatureStore:
+    """Read and append fp16 features of images keyed by their sha256."""
+
+    def __init__(self, path: Path, meta: dict):
+        self.path = Path(path)
+        self.meta = meta
+        self._index: dict[str, tuple[int, int]] = {}  # sha -> (shard number, row)
+        self._shards: dict[int, Path] = {}
+        self._mmaps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.refresh()
+
+    # open ------------------------------------------------------------------------------------------------
+    @classmethod
+    def open_or_create(cls, root: Path | str | None, meta: dict) -> "FeatureStore":
+        """Open the store for ``meta``'s key under ``root`` (default ``$AVASR_HOME/features``), creating it if new.
+
+        ``meta`` needs the key fields plus ``dim`` and ``num_patches`` (and may carry label, grid, ...).
+        """
+        missing = [k for k in (*KEY_FIELDS, "dim", "num_patches") if k not in meta]
+        if missing:
+            raise ValueError(f"feature store meta lacks {missing}")
+        path = store_path(meta, root)
+        desc = path / "store.json"
+        if desc.is_file():
+            store = cls.open(path)
+            for k in ("dim", "num_patches"):
+                if int(store.meta[k]) != int(meta[k]):
+                    raise InputError(f"feature store {path} holds {k}={store.meta[k]} but the encoder gives {meta[k]}",
+                                     f"delete {path} and rerun (the model changed under the same id and revision)")
+            return store
+        path.mkdir(parents=True, exist_ok=True)
+        record = {"format": STORE_FORMAT, "key": store_key(meta), "dtype": "float16",
+                  "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta}
+        write_json_atomic(desc, record)
+        return cls(path, record)
+
+    @classmethod
+    def open(cls, path: Path | str) -> "FeatureStore":
+        """Open an existing store directory (as named in a run's ``features.json``)."""
+        path = Path(path)
+        try:
+            meta = json.loads((path / "store.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path} is not a feature store ({exc.__class__.__name__})",
+                             "run `avasr embed-images` to (re)build it") from exc
+        if meta.get("format") != STORE_FORMAT:
+            raise InputError(f"feature store {path} has format {meta.get('format')!r}, expected {STORE_FORMAT}",
+                             f"delete {path} and rerun `avasr embed-images`")
+        return cls(path, meta)
+
+    def refresh(self) -> None:
+        """(Re)scan committed shards; drop temp dirs left by dead writers."""
+        host = socket.gethostname()
+        for tmp in self.path.glob(".tmp-shard-*"):
+            try:
+                prefix, _, pid = tmp.name.rsplit("-", 2)
+                mine = prefix == f".tmp-shard-{host}"
+                stale = (mine and not _pid_alive(int(pid))) or time.time() - tmp.stat().st_mtime > 86400
+            except (ValueError, OSError):
+                stale = False
+            if stale:
+                shutil.rmtree(tmp, ignore_errors=True)
+        for shard in sorted(self.path.glob("shard-*")):
+            try:
+                num = int(shard.name.split("-", 1)[1])
+            except ValueError:
+                continue
+            if num in self._shards:
+                continue
+            keys = json.loads((shard / "keys.json").read_text())
+            self._shards[num] = shard
+            for row, sha in enumerate(keys):
+                self._index.setdefault(sha, (num, row))
+
+    # properties ------------------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return int(self.meta["dim"])
+
+    @property
+    def num_patches(self) -> int:
+        return int(self.meta["num_patches"])
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, sha: str) -> bool:
+        return sha in self._index
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+    def missing(self, shas: Iterable[str]) -> list[str]:
+        """The shas not in the store, unique, in first-seen order."""
+        seen: set[str] = set()
+        out = []
+        for s in shas:
+            if s not in self._index and s not in seen:
+                seen.add(s)
+                out.append(s)
+        return out
+
+    # write -----------------------------------------------------------------------------------------------
+    def write_shard(self, keys: Sequence[str], pooled: np.ndarray, patches: np.ndarray) -> Path | None:
+        """Append one shard atomically (files to a temp dir, then one rename commits it)."""
+        n = len(keys)
+        if n == 0:
+            return None
+        pooled = np.asarray(pooled)
+        patches = np.asarray(patches)
+        if pooled.shape != (n, self.dim) or patches.shape != (n, self.num_patches, self.dim):
+            raise ValueError(f"shard shapes {pooled.shape}, {patches.shape} do not match "
+                             f"({n}, {self.dim}) / ({n}, {self.num_patches}, {self.dim})")
+        if len(set(keys)) != n:
+            raise ValueError("duplicate keys in one shard")
+        tmp = self.path / f".tmp-shard-{socket.gethostname()}-{time.time_ns()}-{os.getpid()}"
+        tmp.mkdir(parents=True)
+        try:
+            for name, arr in (("pooled.npy", pooled), ("patches.npy", patches)):
+                arr16 = np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16)  # no inf from fp16 overflow
+                with open(tmp / name, "wb") as fh:
+                    np.save(fh, arr16)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            (tmp / "keys.json").write_text(json.dumps(list(keys)))
+            num = max(self._shards, default=-1) + 1
+            while True:  # another writer may take a number: renaming onto a non-empty dir fails
+                dest = self.path / f"shard-{num:05d}"
+                try:
+                    if dest.exists():
+                        raise FileExistsError(dest)
+                    os.rename(tmp, dest)
+                    break
+                except OSError:
+                    num += 1
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self._shards[num] = dest
+        for row, sha in enumerate(keys):
+            self._index.setdefault(sha, (num, row))
+        return dest
+
+    # read ------------------------------------------------------------------------------------------------
+    def _mmap(self, num: int) -> tuple[np.ndarray, np.ndarray]:
+        if num not in self._mmaps:
+            shard = self._shards[num]
+            self._mmaps[num] = (np.load(shard / "pooled.npy", mmap_mode="r"),
+                                np.load(shard / "patches.npy", mmap_mode="r"))
+        return self._mmaps[num]
+
+    def lookup(self, shas: Sequence[str], *, patches: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """fp16 ``(pooled [B, D], patches [B, P, D])`` for ``shas`` in order; a missing sha raises KeyError."""
+        b = len(shas)
+        locs = np.empty((b, 2), dtype=np.int64)
+        for i, s in enumerate(shas):
+            try:
+                locs[i] = self._index[s]
+            except KeyError:
+                raise KeyError(f"image {s} is not in feature store {self.path}") from None
+        out_pooled = np.empty((b, self.dim), dtype=np.float16)
+        out_patches = np.empty((b, self.num_patches, self.dim), dtype=np.float16) if patches else None
+        for num in np.unique(locs[:, 0]) if b else ():
+            sel = np.nonzero(locs[:, 0] == num)[0]
+            rows = locs[sel, 1]
+            mp, mt = self._mmap(int(num))
+            out_pooled[sel] = mp[rows]
+            if out_patches is not None:
+                out_patches[sel] = mt[rows]
+        return out_pooled, out_patches
