@@ -44,9 +44,13 @@ def train_tokenizer(texts: list[str], out_dir: Path, vocab_size: int, seed: int 
     sp = spm.SentencePieceProcessor(model_file=str(out_dir / "tokenizer.model"))
     pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
     (out_dir / "vocab.txt").write_text("\n".join(pieces) + "\n", encoding="utf-8")
+    # the .model file embeds its training paths; the vocabulary (pieces + scores) identifies the tokenizer
+    import hashlib
+
+    vocab_id = hashlib.sha256("\n".join(f"{p}\t{sp.get_score(i):.6f}" for i, p in enumerate(pieces)).encode()).hexdigest()
     bad = [t for t in texts if sp.decode(sp.encode(" ".join(t.split()))) != " ".join(t.split())]
     unk = sorted({c for c in chars if sp.piece_to_id(c) == sp.unk_id() and not any(c in p for p in pieces)})
-    return {"vocab_size": sp.get_piece_size(), "round_trip_failures": len(bad), "examples": bad[:3],
+    return {"vocab_size": sp.get_piece_size(), "vocab_sha256": vocab_id, "round_trip_failures": len(bad), "examples": bad[:3],
             "unrepresentable_chars": unk, "num_chars": len(chars)}
 
 

@@ -31,28 +31,27 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+def _all_gather(x: torch.Tensor) -> list[torch.Tensor]:
+    import torch.distributed as dist
+
+    parts = [torch.zeros_like(x) for _ in range(world()[1])]
+    dist.all_gather(parts, x.contiguous())
+    return parts
+
+
 def gather_features(x: torch.Tensor) -> torch.Tensor:
     """All-gather ``x`` (same shape on every rank) along dim 0; the local slice keeps its gradient."""
     rank, size = world()
     if size == 1:
         return x
-    import torch.distributed as dist
-
-    parts = [torch.zeros_like(x) for _ in range(size)]
-    dist.all_gather(parts, x.contiguous())
+    parts = _all_gather(x)
     parts[rank] = x
     return torch.cat(parts, dim=0)
 
 
 def gather_ids(ids: torch.Tensor) -> torch.Tensor:
-    rank, size = world()
-    if size == 1:
-        return ids
-    import torch.distributed as dist
-
-    parts = [torch.zeros_like(ids) for _ in range(size)]
-    dist.all_gather(parts, ids.contiguous())
-    return torch.cat(parts, dim=0)
+    """All-gather integer keys (no gradient)."""
+    return ids if world()[1] == 1 else torch.cat(_all_gather(ids), dim=0)
 
 
 def masked_mean(frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

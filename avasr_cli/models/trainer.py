@@ -68,9 +68,31 @@ class ReporterCallback(pl.Callback):
             self.task.update(loss=f"{float(loss):.3f}")
 
 
+def quiet_libraries() -> None:
+    """Keep Lightning's and NeMo's info chatter off the user's terminal (AVASR_DEBUG=1 shows it)."""
+    import logging
+    import warnings
+
+    if os.environ.get("AVASR_DEBUG", "") not in ("", "0"):
+        return
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    try:
+        from nemo.utils import logging as nemo_logging
+
+        nemo_logging.setLevel(logging.ERROR)
+    except ImportError:
+        pass
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
 def make_trainer(hw: Hardware, *, max_steps: int, ckpt_dir: Path, every: int, callbacks=(), accumulate: int = 1,
                  val_every: int | None = None, monitor: str | None = None, mode: str = "min") -> pl.Trainer:
     from lightning.pytorch.callbacks import ModelCheckpoint
+
+    quiet_libraries()
 
     os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
     ckpts = [ModelCheckpoint(dirpath=str(ckpt_dir), filename="step{step}", every_n_train_steps=max(1, every),

@@ -73,6 +73,7 @@ class AlignResult:
     recall_after: dict | None = None
     seconds: float = 0.0
     encoder_dir: str = ""
+    vision_untrained: bool = False
     history: list = field(default_factory=list)
 
 
@@ -109,7 +110,7 @@ def load_features(run: RunDir, cfg: AlignConfig, rows: list[dict]):
         raise PrerequisiteError(f"run directory {run.root} has no image features",
                                 f"run `avasr embed-images --vision {cfg.vision if cfg.vision != 'auto' else 'siglip2'}` first")
     info = json.loads(path.read_text())
-    if cfg.vision != "auto" and cfg.vision not in (info.get("vision"), info.get("label"), info.get("model_id")):
+    if cfg.vision != "auto" and cfg.vision not in (info.get("vision"), info.get("model_id")):
         raise ConfigError(f"--vision {cfg.vision}: this run's features were made with {info.get('vision') or info.get('model_id')}",
                           f"run `avasr embed-images --vision {cfg.vision}` (use --force to replace them) or drop --vision")
     store = FeatureStore.open(info["store"])
@@ -185,16 +186,17 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None) -> Ali
 
     bundle.state_dict = {k: v.detach().cpu().clone() for k, v in module.encoder.state_dict().items()}
     history_entry = {"stage": "align", "objective": cfg.objective, "loss": cfg.loss if cfg.objective == "image" else None,
-                     "vision": info.get("label") or info.get("model_id"), "steps": cfg.max_steps, "run": str(run.root)}
+                     "vision": info.get("vision") or info.get("model_id"), "steps": cfg.max_steps, "run": str(run.root)}
     bundle.history = list(bundle.history) + [history_entry]
     bundle.save(run.align_dir / "encoder")
     return AlignResult(
         objective=cfg.objective, loss=cfg.loss if cfg.objective == "image" else None,
-        vision=info.get("label") or info.get("model_id"), init=bundle.source, steps=int(trainer.global_step),
+        vision=info.get("vision") or info.get("model_id"), init=bundle.source, steps=int(trainer.global_step),
         batch_size=cfg.batch_size, effective_batch=cfg.batch_size * cfg.accumulate * hw.world_size,
         world_size=hw.world_size, train_pairs=len(train_rows), heldout_pairs=len(held_rows),
         final_loss=float(final_loss) if final_loss is not None else None, recall_before=recall_before,
         recall_after=recall_after, seconds=round(seconds, 1), encoder_dir=str(run.align_dir / "encoder"),
+        vision_untrained=bool(info.get("untrained", False)),
         history=bundle.history,
     )
 

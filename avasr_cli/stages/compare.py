@@ -341,9 +341,14 @@ def run_compare(cfg: CompareConfig) -> CompareResult:
     seen: set[Path] = set()
     paths = []
     for p in cfg.runs:  # a run given twice counts once
+        if Path(p).is_file():  # `runs/*` also matches plots and notes kept beside the runs
+            notes.append(f"skipped {p}: a file, not a run directory")
+            continue
         if Path(p).resolve() not in seen:
             seen.add(Path(p).resolve())
             paths.append(p)
+    if not paths:
+        raise InputError("no run directories among the arguments", "pass run directories, e.g. `avasr compare runs/*`")
     runs = [_load_run(p) for p in paths]
     _check_same_test_set(runs, cfg.split, notes)
 

@@ -74,7 +74,10 @@ def run_evaluate(run: RunDir, cfg: EvaluateConfig, rep: Reporter | None = None) 
     from avasr_cli.data.manifest import read_manifest
     from avasr_cli.report.metrics import format_errors, score
 
+    from avasr_cli.models.trainer import quiet_libraries
+
     ft = run.require("finetune", "run `avasr finetune` first")
+    quiet_libraries()
     model_path = run.finetune_dir / "model.nemo"
     if not model_path.is_file():
         raise InputError(f"{model_path} is missing although the finetune stage is recorded", "rerun `avasr finetune --force`")

@@ -186,7 +186,7 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None) 
     write_json_atomic(ft / "budget.json", budget)
     return FinetuneResult(
         decoder=decoder, init=bundle.source, init_kind=init_kind, encoder_history=bundle.history, budget=budget,
-        tokenizer=tok, tokenizer_sha256=sha256_file(ft / "tokenizer" / "tokenizer.model"),
+        tokenizer=tok, tokenizer_sha256=tok["vocab_sha256"],
         train_utterances=len(train_rows), train_hours=budget["train_hours"],
         best_dev_wer=best.best, steps=int(trainer.global_step), seconds=round(seconds, 1), model=str(model_path),
         model_sha256=sha256_file(model_path), notes=notes,

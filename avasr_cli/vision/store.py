@@ -30,23 +30,11 @@ import numpy as np
 from avasr_cli.errors import InputError
 import socket
 
-from avasr_cli.run import avasr_home, write_json_atomic
+from avasr_cli.run import _pid_alive, avasr_home, write_json_atomic
 
 STORE_FORMAT = 1
 KEY_FIELDS = ("model_id", "revision", "layer", "pooling", "patch_pool")
 FP16_MAX = float(np.finfo(np.float16).max)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def store_key(meta: dict) -> str:

@@ -193,11 +193,15 @@ def test_missing_reports_and_bad_paths(tmp_path):
     with pytest.raises(InputError) as exc:
         run_compare(CompareConfig(runs=(str(empty),)))
     assert str(empty) in exc.value.message and exc.value.hint == f"avasr evaluate -r {empty}"
-    stray = tmp_path / "notes.txt"
+    stray = tmp_path / "notes.txt"  # `runs/*` also matches files kept beside the runs: skipped with a note
     stray.write_text("hi")
     with pytest.raises(InputError) as exc:
         run_compare(CompareConfig(runs=(str(stray),)))
-    assert str(stray) in exc.value.message
+    assert "no run directories" in exc.value.message
+    missing = tmp_path / "nope"
+    with pytest.raises(InputError) as exc:
+        run_compare(CompareConfig(runs=(str(missing),)))
+    assert str(missing) in exc.value.message and "does not exist" in exc.value.message
     dev_only = make_run(tmp_path, "dev-only", splits=("dev",))
     with pytest.raises(InputError) as exc:
         run_compare(CompareConfig(runs=(str(dev_only),)))
