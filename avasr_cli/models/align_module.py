@@ -13,7 +13,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from avasr_cli.models.audio_data import BucketBatchSampler, PairDataset, collate
+from avasr_cli.models.audio_data import BucketBatchSampler, PairCollate, PairDataset, collate
 from avasr_cli.models.fastconformer import EncoderBundle
 from avasr_cli.models.losses import LOSSES, masked_mean, maxsim_scores, world
 
@@ -40,7 +40,7 @@ class AudioOnlyObjective(nn.Module):
 class AlignModule(pl.LightningModule):
     def __init__(self, bundle: EncoderBundle, *, objective: str, loss: str = "clip", vision_dim: int = 0,
                  rows: list[dict] | None = None, image_index: dict[str, int] | None = None,
-                 pooled: torch.Tensor | None = None, patches: torch.Tensor | None = None,
+                 store_path: str | None = None,
                  batch_size: int = 16, lr: float = 1e-3, weight_decay: float = 1e-3, warmup_steps: int = 50,
                  max_steps: int = 1000, seed: int = 0, freeze_layers: int = 0, num_workers: int = 2):
         super().__init__()
@@ -55,9 +55,8 @@ class AlignModule(pl.LightningModule):
         else:
             self.ssl = AudioOnlyObjective(int(pre["features"]), d, int(bundle.encoder.get("subsampling_factor", 8)))
         self.rows, self.image_index = rows or [], image_index or {}
-        # image features stay on the CPU side of the data path; only a batch's rows move to the device
-        self.register_buffer("pooled", pooled if pooled is not None else torch.zeros(0), persistent=False)
-        self.register_buffer("patches", patches if patches is not None else torch.zeros(0), persistent=False)
+        # image features are read per batch from the memory-mapped store by the DataLoader workers
+        self.collate = PairCollate(store_path if objective == "image" else None, patches=loss == "maxsim")
         self.hp = dict(batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
                        max_steps=max_steps, seed=seed, num_workers=num_workers)
         self._freeze(freeze_layers)
@@ -90,7 +89,7 @@ class AlignModule(pl.LightningModule):
         frames = self.head(enc.transpose(1, 2))
         return frames, enc_len
 
-    def compute_loss(self, audio, lengths, images) -> torch.Tensor:
+    def compute_loss(self, audio, lengths, images, pooled=None, patches=None) -> torch.Tensor:
         if self.objective != "image":
             enc, enc_len, extra = self.encode(audio, lengths, mask=True)
             log_probs = self.ssl.decoder(encoder_output=enc)
@@ -98,14 +97,14 @@ class AlignModule(pl.LightningModule):
                                  decoder_lengths=enc_len)
         frames, enc_len = self.audio_embeddings(audio, lengths)
         if self.loss_name == "maxsim":
-            return self.loss_fn(frames, enc_len, self.patches[images].float(), images)
-        return self.loss_fn(masked_mean(frames, enc_len), self.pooled[images].float(), images)
+            return self.loss_fn(frames, enc_len, patches.float(), images)
+        return self.loss_fn(masked_mean(frames, enc_len), pooled.float(), images)
 
     def training_step(self, batch, batch_idx):
-        audio, lengths, images = batch
+        audio, lengths, images, pooled, patches = batch
         if self.loss_name == "maxsim" and self.objective == "image" and world()[1] > 1:
-            audio = _pad_to(audio, self._max_samples)
-        loss = self.compute_loss(audio, lengths, images)
+            audio = _pad_to(audio, self._max_samples)  # equal frame counts on every rank for the gather
+        loss = self.compute_loss(audio, lengths, images, pooled, patches)
         self.log("train_loss", loss, prog_bar=True, batch_size=audio.shape[0])
         # the loss covers the global batch on every rank and DDP averages gradients: scale back up
         return loss * world()[1] if self.objective == "image" else loss
@@ -119,7 +118,7 @@ class AlignModule(pl.LightningModule):
                                      self.hp["seed"], rank, size)
         self._max_samples = int(max(float(r["duration"]) for r in self.rows) * 16000) + 1
         workers = self.hp["num_workers"]
-        return DataLoader(PairDataset(self.rows, self.image_index), batch_sampler=sampler, collate_fn=collate,
+        return DataLoader(PairDataset(self.rows, self.image_index), batch_sampler=sampler, collate_fn=self.collate,
                           num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
 
     def configure_optimizers(self):
@@ -154,7 +153,7 @@ def retrieval_recall(module: AlignModule, rows: list[dict], batch_size: int = 16
     audio_vecs, frames_all = [], []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        audio, lengths, _ = collate([(torch.from_numpy(read_audio(r["audio_filepath"])), 0) for r in chunk])
+        audio, lengths, _ = collate([(torch.from_numpy(read_audio(r["audio_filepath"])), 0, "") for r in chunk])
         frames, enc_len = module.audio_embeddings(audio.to(device), lengths.to(device))
         if module.loss_name == "maxsim":
             frames_all += [(frames[i, : enc_len[i]].cpu()) for i in range(len(chunk))]
@@ -162,12 +161,14 @@ def retrieval_recall(module: AlignModule, rows: list[dict], batch_size: int = 16
             audio_vecs.append(masked_mean(frames, enc_len).cpu())
     uniq = sorted(set(keys))
     col = {k: j for j, k in enumerate(uniq)}
+    sha_of = {i: s for s, i in module.image_index.items()}
+    pooled, patches = module.collate.features([sha_of[k] for k in uniq])
     if module.loss_name == "maxsim":
-        patches = module.patches[uniq].float().cpu()
+        patches = patches.float()
         sim = torch.cat([maxsim_scores(f[None], torch.tensor([f.shape[0]]), patches) for f in frames_all])
     else:
         a = torch.nn.functional.normalize(torch.cat(audio_vecs), dim=-1)
-        v = torch.nn.functional.normalize(module.pooled[uniq].float().cpu(), dim=-1)
+        v = torch.nn.functional.normalize(pooled.float(), dim=-1)
         sim = a @ v.t()  # [N audio, M images]
     truth = torch.tensor([col[k] for k in keys])
     result = {"num_pairs": len(rows), "num_images": len(uniq)}

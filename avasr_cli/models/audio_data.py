@@ -23,7 +23,7 @@ def read_audio(path: str, sample_rate: int = 16000) -> np.ndarray:
 
 
 class PairDataset(Dataset):
-    """Rows of a manifest → (audio float32, image index). ``image_index`` maps image sha256 → int."""
+    """Rows of a manifest → (audio float32, image index, image sha256). ``image_index`` maps sha → int."""
 
     def __init__(self, rows: list[dict], image_index: dict[str, int] | None = None):
         self.rows = rows
@@ -34,17 +34,45 @@ class PairDataset(Dataset):
 
     def __getitem__(self, i: int):
         row = self.rows[i]
-        audio = read_audio(row["audio_filepath"])
-        return torch.from_numpy(audio), self.image_index.get(row.get("image_sha256", ""), -1)
+        sha = row.get("image_sha256", "")
+        return torch.from_numpy(read_audio(row["audio_filepath"])), self.image_index.get(sha, -1), sha
+
+
+class PairCollate:
+    """Pads audio and reads the batch's image features from the memory-mapped feature store (in the
+    DataLoader worker, so feature reads overlap the encoder step). Batches are
+    ``(audio [B, S], lengths [B], image_ids [B], pooled [B, D] | None, patches [B, P, D] | None)``."""
+
+    def __init__(self, store_path: str | None = None, patches: bool = False):
+        self.store_path, self.patches = store_path, patches
+        self._store = None
+
+    def __getstate__(self):
+        return {"store_path": self.store_path, "patches": self.patches, "_store": None}
+
+    def features(self, shas: list[str]):
+        if self.store_path is None:
+            return None, None
+        if self._store is None:
+            from avasr_cli.vision.store import FeatureStore
+
+            self._store = FeatureStore.open(self.store_path)
+        pooled, patches = self._store.lookup(shas, patches=self.patches)
+        return torch.from_numpy(pooled), (torch.from_numpy(patches) if patches is not None else None)
+
+    def __call__(self, items):
+        audios, images, shas = zip(*items)
+        lengths = torch.tensor([a.shape[0] for a in audios], dtype=torch.long)
+        batch = torch.zeros(len(audios), int(lengths.max()))
+        for i, a in enumerate(audios):
+            batch[i, : a.shape[0]] = a
+        pooled, patches = self.features(list(shas))
+        return batch, lengths, torch.tensor(images, dtype=torch.long), pooled, patches
 
 
 def collate(items):
-    audios, images = zip(*items)
-    lengths = torch.tensor([a.shape[0] for a in audios], dtype=torch.long)
-    batch = torch.zeros(len(audios), int(lengths.max()))
-    for i, a in enumerate(audios):
-        batch[i, : a.shape[0]] = a
-    return batch, lengths, torch.tensor(images, dtype=torch.long)
+    """Audio only: ``(audio [B, S], lengths [B], image_ids [B])``."""
+    return PairCollate()(items)[:3]
 
 
 class BucketBatchSampler(Sampler):

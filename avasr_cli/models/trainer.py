@@ -75,7 +75,7 @@ def quiet_libraries() -> None:
 
     if os.environ.get("AVASR_DEBUG", "") not in ("", "0"):
         return
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "nv_one_logger"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     try:

@@ -98,11 +98,8 @@ def split_heldout(rows: list[dict], fraction: float, seed: int) -> tuple[list[di
     return [r for r in rows if r.get("image_sha256") not in held], [r for r in rows if r.get("image_sha256") in held]
 
 
-def load_features(run: RunDir, cfg: AlignConfig, rows: list[dict]):
-    """Image features for ``rows`` from the run's feature store → (index, pooled, patches, info)."""
-    import numpy as np
-    import torch
-
+def load_features(run: RunDir, cfg: AlignConfig, rows: list[dict]) -> tuple[dict[str, int], dict]:
+    """Check the run's feature store covers ``rows`` → (image sha → int id, features.json)."""
     from avasr_cli.vision.store import FeatureStore
 
     path = run.root / "features.json"
@@ -119,12 +116,10 @@ def load_features(run: RunDir, cfg: AlignConfig, rows: list[dict]):
     if missing:
         raise InputError(f"{len(missing)} image(s) of the alignment set have no features in {info['store']}",
                          "rerun `avasr embed-images` (it embeds only what is missing)")
-    pooled, patches = store.lookup(keys)
-    if pooled.shape[1] != int(info.get("dim", pooled.shape[1])):
-        raise InputError(f"features in {info['store']} have dimension {pooled.shape[1]}, the run expects {info.get('dim')}",
+    if store.dim != int(info.get("dim", store.dim)):
+        raise InputError(f"features in {info['store']} have dimension {store.dim}, the run expects {info.get('dim')}",
                          "rerun `avasr embed-images --force`")
-    index = {k: i for i, k in enumerate(keys)}
-    return index, torch.from_numpy(np.asarray(pooled)), torch.from_numpy(np.asarray(patches)), info
+    return {k: i for i, k in enumerate(keys)}, info
 
 
 def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None) -> AlignResult:
@@ -135,8 +130,10 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None) -> Ali
     from avasr_cli.data.manifest import read_manifest
     from avasr_cli.models.align_module import AlignModule, retrieval_recall
     from avasr_cli.models.fastconformer import load_init
-    from avasr_cli.models.trainer import ReporterCallback, last_checkpoint, make_trainer, resolve_hardware, teardown_distributed
+    from avasr_cli.models.trainer import (ReporterCallback, last_checkpoint, make_trainer, quiet_libraries,
+                                          resolve_hardware, teardown_distributed)
 
+    quiet_libraries()
     run.require("prepare", "run `avasr prepare` first")
     hw = resolve_hardware(cfg.gpus, cfg.nodes, cfg.cpu_procs, cfg.precision)
     rows = [r for r in read_manifest(run.manifest("align")) if r.get("image_sha256") or cfg.objective != "image"]
@@ -148,14 +145,14 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None) -> Ali
     bundle = load_init(init, seed=cfg.seed)
     rep.log(f"encoder: {bundle.source} (d_model {bundle.d_model}, {bundle.encoder['n_layers']} layers)")
 
-    index, pooled, patches, info = ({}, None, None, {})
+    index, info = {}, {}
     if cfg.objective == "image":
-        index, pooled, patches, info = load_features(run, cfg, rows)
-        rep.log(f"vision features: {info.get('label') or info.get('model_id')} (dim {pooled.shape[1]}, "
-                f"{patches.shape[1]} patches, {len(index)} images)")
+        index, info = load_features(run, cfg, rows)
+        rep.log(f"vision features: {info.get('label') or info.get('model_id')} (dim {info['dim']}, "
+                f"{info.get('num_patches')} patches, {len(index)} images)")
     torch.manual_seed(cfg.seed)
-    module = AlignModule(bundle, objective=cfg.objective, loss=cfg.loss, vision_dim=pooled.shape[1] if pooled is not None else 0,
-                         rows=train_rows, image_index=index, pooled=pooled, patches=patches, batch_size=cfg.batch_size,
+    module = AlignModule(bundle, objective=cfg.objective, loss=cfg.loss, vision_dim=int(info.get("dim", 0)),
+                         rows=train_rows, image_index=index, store_path=info.get("store"), batch_size=cfg.batch_size,
                          lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps,
                          seed=cfg.seed, freeze_layers=cfg.freeze_layers, num_workers=cfg.workers)
     recall_before = None

@@ -106,10 +106,12 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None) 
     from avasr_cli.data.manifest import read_manifest, total_hours
     from avasr_cli.models.asr import build_config, check_decoder_device, model_class, train_tokenizer
     from avasr_cli.models.fastconformer import EncoderBundle, load_init
-    from avasr_cli.models.trainer import ReporterCallback, last_checkpoint, make_trainer, resolve_hardware, teardown_distributed
+    from avasr_cli.models.trainer import (ReporterCallback, last_checkpoint, make_trainer, quiet_libraries,
+                                          resolve_hardware, teardown_distributed)
     from avasr_cli.run import write_jsonl_atomic
     from avasr_cli.stages.align import resolve_init
 
+    quiet_libraries()
     run.require("prepare", "run `avasr prepare` first")
     decoder = resolve_decoder(cfg.decoder, cfg.gpus)
     check_decoder_device(decoder, cfg.gpus)

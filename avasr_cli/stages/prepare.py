@@ -120,9 +120,10 @@ def check_disjoint(splits: dict[str, list[dict]]) -> dict:
                 duplicate_utt_ids=duplicates, passed=not any(leaks.values()) and duplicates == 0)
 
 
-def run_prepare(run: RunDir, cfg: PrepareConfig, rep: Reporter) -> PrepareResult:
+def run_prepare(run: RunDir, cfg: PrepareConfig, rep: Reporter | None = None) -> PrepareResult:
     from avasr_cli import __version__
 
+    rep = rep or Reporter()
     start = time.time()
     cfg.validate()
     data = SOURCES[cfg.source](cfg, rep)
