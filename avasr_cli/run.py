@@ -246,6 +246,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def is_secondary_rank() -> bool:
+    """True in the extra processes of a distributed run (Lightning's DDP children, torchrun, SLURM):
+    they train but neither lock nor write the run directory; rank 0 does."""
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 0:
+            return True
+    return False
+
+
 def resolve_run_dir(path: str | os.PathLike | None) -> RunDir:
     """``--run-dir`` beats ``$AVASR_RUN_DIR`` beats the current directory."""
     if path is None:

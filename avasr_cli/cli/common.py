@@ -67,9 +67,13 @@ def run_stage(
     record it, and print the result."""
     import dataclasses
 
-    from avasr_cli.run import resolve_run_dir
+    from avasr_cli.progress import Reporter
+    from avasr_cli.run import is_secondary_rank, resolve_run_dir
 
     run = resolve_run_dir(run_dir)
+    if is_secondary_rank():  # a DDP worker process: train, let rank 0 lock, record and print
+        fn(run, cfg, Reporter())
+        raise SystemExit(0)
     command = " ".join([Path(sys.argv[0]).name] + sys.argv[1:])
     with run.lock(command):
         previous = run.stage(name)

@@ -106,7 +106,11 @@ class AlignModule(pl.LightningModule):
             audio = _pad_to(audio, self._max_samples)  # equal frame counts on every rank for the gather
         loss = self.compute_loss(audio, lengths, images, pooled, patches)
         self.log("train_loss", loss, prog_bar=True, batch_size=audio.shape[0])
-        # the loss covers the global batch on every rank and DDP averages gradients: scale back up
+        return self.ddp_scaled(loss)
+
+    def ddp_scaled(self, loss: torch.Tensor) -> torch.Tensor:
+        """Contrastive losses cover the gathered global batch on every rank, and DDP averages gradients
+        over ranks: scaling by the world size makes the update equal the single-process one."""
         return loss * world()[1] if self.objective == "image" else loss
 
     # ---------------------------------------------------------------------------------------- data/optim

@@ -67,14 +67,27 @@ def _same_image(image_ids: torch.Tensor) -> torch.Tensor:
 class ContrastiveLoss(nn.Module):
     """Base: learnable logit scale (and bias for sigmoid); subclasses define the similarity and loss."""
 
-    def __init__(self, init_temperature: float = 0.07, init_bias: float = 0.0, gather: bool = True):
+    def __init__(self, init_temperature: float = 0.07, init_bias: float | None = None, gather: bool = True):
         super().__init__()
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
-        self.logit_bias = nn.Parameter(torch.tensor(float(init_bias)))
+        if init_bias is not None:  # only losses that use it own it (DDP rejects unused parameters)
+            self.logit_bias = nn.Parameter(torch.tensor(float(init_bias)))
         self.gather = gather
 
     def scale(self) -> torch.Tensor:
-        return self.logit_scale.clamp(max=math.log(100.0)).exp()
+        return _replicated(self.logit_scale.clamp(max=math.log(100.0)).exp(), self.gather)
+
+    def bias(self) -> torch.Tensor:
+        return _replicated(self.logit_bias, self.gather)
+
+
+def _replicated(p: torch.Tensor, gather: bool) -> torch.Tensor:
+    """A parameter every rank applies to the whole gathered batch gets the full gradient on every rank;
+    with the loss scaled by the world size for the per-sample features, its gradient is divided back."""
+    size = world()[1]
+    if not gather or size == 1:
+        return p
+    return p / size + (p - p / size).detach()
 
 
 def info_nce(sim: torch.Tensor, image_ids: torch.Tensor) -> torch.Tensor:
@@ -103,7 +116,7 @@ class SigLipLoss(ContrastiveLoss):
         if self.gather:
             audio, image, image_ids = gather_features(audio), gather_features(image), gather_ids(image_ids)
         a, v = F.normalize(audio, dim=-1), F.normalize(image, dim=-1)
-        logits = self.scale() * a @ v.t() + self.logit_bias
+        logits = self.scale() * a @ v.t() + self.bias()
         labels = 2.0 * _same_image(image_ids).to(logits.dtype) - 1.0
         return -F.logsigmoid(labels * logits).sum() / logits.shape[0]
 
