@@ -82,6 +82,10 @@ def run_stage(
             err.print(f"[green]✓[/green] {name} already finished in {run.root} (use --force to redo it)")
             result = previous["result"]
         else:
+            if force:  # start training stages afresh rather than resuming an older run's checkpoints
+                import shutil
+
+                shutil.rmtree(run.root / name / "checkpoints", ignore_errors=True)
             err.print(f"[bold]avasr {name}[/bold] → {run.root}")
             result = fn(run, cfg, reporter())
             run.record_stage(name, json.loads(json.dumps(cfg_dict, default=str)), result)

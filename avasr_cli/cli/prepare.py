@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Optional
+
 import typer
 
 from avasr_cli.cli.common import ForceOption, JsonOption, RunDirOption, run_stage
+
+BUILTIN, VAANI, BYO = "Built-in corpus (--source builtin)", "Vaani (--source vaani)", "Your manifests (--source manifest)"
+
+
+def _opt(default, *names: str, panel: str | None = None, **kw):
+    return typer.Option(default, *names, rich_help_panel=panel, show_default=default not in (None, ""), **kw)
 
 
 def _summary(result: dict) -> str:
@@ -20,32 +29,59 @@ def _summary(result: dict) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("prepare")
     def prepare(
-        lang: str = typer.Option("kannada", "--lang", help="Language: kannada or hindi (or kn, hi)."),
-        source: str = typer.Option("builtin", "--source", help="Where the data comes from (builtin: procedural "
-                                   "images described by synthetic speech; vaani and manifest come later)."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the built-in corpus (same seed, same corpus)."),
-        num_align: int = typer.Option(800, "--num-align", help="Untranscribed audio-image pairs for alignment."),
-        num_train: int = typer.Option(300, "--num-train", help="Transcribed training utterances."),
-        num_dev: int = typer.Option(60, "--num-dev", help="Dev utterances (speakers unseen in train/align)."),
-        num_test: int = typer.Option(120, "--num-test", help="Test utterances (speakers unseen in train/align)."),
+        lang: str = _opt("kannada", "--lang", help="Language: kannada or hindi (builtin); any Vaani language name."),
+        source: str = _opt("builtin", "--source", help="builtin (offline: procedural images + synthetic speech), "
+                           "vaani (gated hub data, needs a token) or manifest (your NeMo manifests)."),
+        seed: int = _opt(0, "--seed", help="Seed of the corpus (builtin) or of carved dev/test speakers (vaani)."),
+        num_align: int = _opt(800, "--num-align", panel=BUILTIN, help="Untranscribed audio-image pairs."),
+        num_train: int = _opt(300, "--num-train", panel=BUILTIN, help="Transcribed training utterances."),
+        num_dev: int = _opt(60, "--num-dev", panel=BUILTIN, help="Dev utterances (unseen speakers)."),
+        num_test: int = _opt(120, "--num-test", panel=BUILTIN, help="Test utterances (unseen speakers)."),
+        dataset: str = _opt("ARTPARK-IISc/Vaani", "--dataset", panel=VAANI,
+                            help="Audio + images: hub id (id@rev pins it) or a local `hf download` folder."),
+        transcribed: str = _opt("ARTPARK-IISc/Vaani-transcription-part", "--transcribed-dataset", panel=VAANI,
+                                help="Transcribed train/validation/test: hub id or local folder."),
+        revision: Optional[str] = _opt(None, "--revision", panel=VAANI, help="Hub revision (branch, tag, commit)."),
+        districts: str = _opt("", "--districts", panel=VAANI, help="Comma-separated districts to keep (default all)."),
+        max_align_hours: Optional[float] = _opt(None, "--max-align-hours", panel=VAANI, help="Cap on alignment hours."),
+        max_train_hours: Optional[float] = _opt(None, "--max-train-hours", panel=VAANI, help="Cap on training hours."),
+        token: Optional[str] = _opt(None, "--token", panel=VAANI, help="Hugging Face token (default: HF_TOKEN or "
+                                    "`hf auth login`). Never written anywhere."),
+        max_duration: float = _opt(20.0, "--max-duration", panel=VAANI, help="Drop clips longer than this (s)."),
+        workers: int = _opt(2, "--workers", panel=VAANI, help="Decoding processes."),
+        train: str = _opt("", "--train", panel=BYO, help="Train manifest (audio_filepath, duration, text)."),
+        dev: str = _opt("", "--dev", panel=BYO, help="Dev manifest (speakers unseen in train/align)."),
+        test: str = _opt("", "--test", panel=BYO, help="Test manifest (speakers unseen in train/align)."),
+        align: str = _opt("", "--align", panel=BYO, help="Audio-image pairs (audio_filepath, duration, image_filepath)."),
         run_dir: RunDirOption = None,
         force: ForceOption = False,
         as_json: JsonOption = False,
     ) -> None:
         """Write the align/train/dev/test manifests and a data card into the run directory.
 
-        The built-in corpus is cached in $AVASR_HOME/corpora (same language, seed and sizes: same files).
-
-        Dev and test speakers never occur in train or align.
+        Decoded corpora are cached in $AVASR_HOME/corpora and shared by run directories asking for the same
+        language, sources and seed; an interrupted vaani prepare resumes where it stopped. Dev and test
+        speakers never occur in train or align. builtin is the default because it needs no network or account.
 
         Examples:
 
         \b
             avasr prepare --lang kannada
             avasr -r runs/direct prepare --lang hindi --seed 1
+            avasr prepare --source vaani --lang kannada --max-align-hours 100
+            avasr prepare --source vaani --lang kannada --dataset ~/vaani --transcribed-dataset ~/vaani-tr
+            avasr prepare --source manifest --train tr.jsonl --dev dev.jsonl --test test.jsonl --align pairs.jsonl
         """
+        import functools
+
         from avasr_cli.stages.prepare import PrepareConfig, run_prepare
 
+        if token:  # keep it out of run.json's command line and the lock file
+            sys.argv = [a.replace(token, "***") for a in sys.argv]
         cfg = PrepareConfig(lang=lang, source=source, seed=seed, num_align=num_align, num_train=num_train,
-                            num_dev=num_dev, num_test=num_test).validate()
-        run_stage("prepare", run_dir, cfg, run_prepare, force=force, as_json=as_json, summary=_summary)
+                            num_dev=num_dev, num_test=num_test, dataset=dataset, transcribed_dataset=transcribed,
+                            revision=revision, districts=tuple(districts.split(",")), max_align_hours=max_align_hours,
+                            max_train_hours=max_train_hours, max_duration=max_duration, workers=workers,
+                            train=train, dev=dev, test=test, align=align).validate()
+        run_stage("prepare", run_dir, cfg, functools.partial(run_prepare, token=token), force=force,
+                  as_json=as_json, summary=_summary)

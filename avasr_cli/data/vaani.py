@@ -270,7 +270,7 @@ def _audio_shard(task: dict) -> dict:
     for r in task["rows"]:
         text = raw = ""
         if task["transcribed"]:
-            raw = unicodedata.normalize("NFC", str(r.get("text_raw") or ""))
+            raw = str(r.get("text_raw") or "")
             text = unicodedata.normalize("NFC", clean_transcript(raw, lang))
             if not text:
                 drops["empty_transcript"] += 1
@@ -339,6 +339,21 @@ class Phase:
     prepare: Callable[[list[dict], int], list[dict]] = lambda rows, index: rows  # rows → task rows
     done: dict[int, dict] = field(default_factory=dict)
     decoded: int = 0
+
+
+class _Running:
+    """A sum over a growing prefix of shards, each shard counted once (``enough`` runs after every shard)."""
+
+    def __init__(self, value: Callable[[dict], float]):
+        self.value, self.n, self.total = value, 0, 0.0
+
+    def __call__(self, prefix: list[dict]) -> float:
+        if len(prefix) < self.n:  # never happens within a run; recount to be safe
+            self.n, self.total = 0, 0.0
+        for shard in prefix[self.n :]:
+            self.total += self.value(shard)
+        self.n = len(prefix)
+        return self.total
 
 
 def _prefix(done: dict[int, dict]) -> list[dict]:
@@ -448,7 +463,7 @@ def prepare_vaani(cfg, rep: Reporter | None = None, token: str | None = None) ->
     audio = VaaniDataset(cfg.dataset, cfg.revision, token)
     transcribed = VaaniDataset(cfg.transcribed_dataset, cfg.revision, token)
     root = avasr_home() / "corpora" / f"vaani-{norm(cfg.lang) or 'x'}-{corpus_key(cfg, audio, transcribed)}"
-    root.mkdir(parents=True, exist_ok=True)
+    layout = _layout(root, cfg, audio, transcribed)  # before creating anything: a refused token leaves no trace
     try:
         script = script_for_lang(cfg.lang)
     except ConfigError:
@@ -459,7 +474,6 @@ def prepare_vaani(cfg, rep: Reporter | None = None, token: str | None = None) ->
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process preparing the same corpus: wait for it
         for stray in root.glob("**/.*.tmp"):
             stray.unlink(missing_ok=True)
-        layout = _layout(root, cfg, audio, transcribed)
         rep.log(f"Vaani {cfg.lang}: cache {root}")
         builder = _Builder(cfg, rep, root, audio, transcribed, layout, script is not None)
         splits, card = builder.build()
@@ -482,7 +496,7 @@ def _layout(root: Path, cfg, audio: VaaniDataset, transcribed: VaaniDataset) -> 
                                    splits=sorted({s for c in t_configs for s in transcribed.open(c)})),
                   audio=dict(configs=a_configs, by_language=a_own),
                   images=[c for c in a_all if norm(c) in ("images", "image")])
-    write_json_atomic(root / "layout.json", layout)
+    write_json_atomic(root / "layout.json", layout)  # creates root
     return layout
 
 
@@ -546,8 +560,14 @@ class _Builder:
         return stream
 
     def _total(self, ds: VaaniDataset, part: str, official: set[str] | None) -> Callable[[], int | None]:
+        """Rows to read (for the progress bar's ETA): parquet metadata locally; on the hub only for a single
+        config (opening every district config up front would cost minutes)."""
+        configs = self.layout[part] if part == "images" else self.layout[part]["configs"]
+
         def total() -> int | None:
-            counts = [ds.num_rows(c, s) for c in self.layout[part]["configs"] for s in ds.open(c)
+            if not ds.local and len(configs) > 1:
+                return None
+            counts = [ds.num_rows(c, s) for c in configs for s in ds.open(c)
                       if official is None or SPLIT_NAMES.get(norm(s), "train") in official]
             return None if None in counts else sum(counts)
 
@@ -586,11 +606,10 @@ class _Builder:
             target = _carve(r["speaker"], cfg.seed, missing) if missing else "train"
             return None if target == "train" and official_keys.intersection(r["speaker_keys"]) else target
 
+        train_seconds = _Running(lambda s: sum(r["duration"] for r in s["rows"] if route(r) == "train"))
+
         def train_enough(prefix: list[dict]) -> bool:
-            if cfg.max_train_hours is None:
-                return False
-            hours = sum(r["duration"] for s in prefix for r in s["rows"] if route(r) == "train") / 3600
-            return hours >= cfg.max_train_hours
+            return cfg.max_train_hours is not None and train_seconds(prefix) >= cfg.max_train_hours * 3600
 
         for r in self._audio_phase("train", self.transcribed, "transcribed", {"train"}, True, train_enough):
             target = route(r)
@@ -622,11 +641,10 @@ class _Builder:
                 return "align_repeats_train_utterance"
             return None
 
+        align_seconds = _Running(lambda s: sum(r["duration"] for r in s["rows"] if align_reason(r) is None))
+
         def align_enough(prefix: list[dict]) -> bool:
-            if cfg.max_align_hours is None:
-                return False
-            hours = sum(r["duration"] for s in prefix for r in s["rows"] if align_reason(r) is None) / 3600
-            return hours >= cfg.max_align_hours
+            return cfg.max_align_hours is not None and align_seconds(prefix) >= cfg.max_align_hours * 3600
 
         for r in self._audio_phase("align", self.audio, "audio", None, False, align_enough):
             if reason := align_reason(r):
@@ -725,13 +743,15 @@ class _Builder:
                     out.append(dict(name=r["name"], bytes=None))
             return out
 
-        def enough(prefix: list[dict]) -> bool:
-            found = set()
-            for s in prefix:
-                found.update(s["map"])
-            return needed <= found
+        found: set[str] = set()
+        found_in = _Running(lambda s: found.update(n for n in s["map"] if n in needed) or 0)
 
-        ph = Phase("images", "image", stream, dict(kind="image"), valid=valid, prepare=prepare, enough=enough)
+        def enough(prefix: list[dict]) -> bool:
+            found_in(prefix)
+            return len(found) == len(needed)
+
+        ph = Phase("images", "image", stream, dict(kind="image"), valid=valid, prepare=prepare, enough=enough,
+                   total=self._total(self.audio, "images", None))
         shards = run_phase(self.root, ph, self.cfg.shard_size, self.workers, self.rep)
         self.decoded += ph.decoded
         for s in shards:

@@ -114,7 +114,7 @@ def make_trainer(hw: Hardware, *, max_steps: int, ckpt_dir: Path, every: int, ca
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        callbacks=[*ckpts, *callbacks],
+        callbacks=[*ckpts, PruneCheckpoints(ckpt_dir), *callbacks],
         use_distributed_sampler=False,
         check_val_every_n_epoch=None if val_every else 1,
         val_check_interval=val_every,
@@ -124,9 +124,80 @@ def make_trainer(hw: Hardware, *, max_steps: int, ckpt_dir: Path, every: int, ca
     )
 
 
-def last_checkpoint(ckpt_dir: Path) -> Path | None:
-    last = ckpt_dir / "last.ckpt"
-    return last if last.is_file() else None
+def _step_of(path: Path) -> int:
+    digits = "".join(c for c in path.stem if c.isdigit())
+    return int(digits) if digits else -1
+
+
+def _checkpoint_globals() -> list:
+    """Besides tensors and containers, NeMo's Lightning checkpoints hold the model config as OmegaConf
+    objects: allow exactly those, nothing else, in the weights-only unpickler."""
+    import collections
+    import typing
+
+    from omegaconf import DictConfig, ListConfig
+    from omegaconf.base import ContainerMetadata, Metadata
+    from omegaconf.nodes import AnyNode, BooleanNode, FloatNode, IntegerNode, StringNode
+
+    return [DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, StringNode, IntegerNode, FloatNode,
+            BooleanNode, typing.Any, dict, list, collections.defaultdict, int, float, str, bool]
+
+
+def last_checkpoint(ckpt_dir: Path, warn=None) -> Path | None:
+    """The newest checkpoint that loads with ``weights_only=True`` (safe, and not truncated by a kill):
+    ``last.ckpt``, else the step checkpoints from the newest down."""
+    import torch
+
+    candidates = [ckpt_dir / "last.ckpt"] + sorted(ckpt_dir.glob("step*.ckpt"), key=_step_of, reverse=True)
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            with torch.serialization.safe_globals(_checkpoint_globals()):
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated, corrupt, or not plain tensors/containers
+            if warn:
+                warn(f"ignoring checkpoint {path}: it does not load safely ({type(exc).__name__})")
+            continue
+        if isinstance(state, dict) and "global_step" in state and "state_dict" in state:
+            return path
+    return None
+
+
+def checkpoints_for(ckpt_dir: Path, config: dict, rep) -> Path | None:
+    """Checkpoints are resumed only by the same configuration: a different one starts afresh."""
+    import json
+    import shutil
+
+    from avasr_cli.run import write_json_atomic
+
+    stamp = ckpt_dir / "config.json"
+    wanted = json.loads(json.dumps(config, default=str))
+    if ckpt_dir.exists():
+        try:
+            same = json.loads(stamp.read_text()) == wanted
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            rep.log(f"discarding checkpoints in {ckpt_dir}: they belong to other options")
+            shutil.rmtree(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(stamp, wanted)
+    return last_checkpoint(ckpt_dir, rep.warn)
+
+
+class PruneCheckpoints(pl.Callback):
+    """Keep only the newest ``keep`` step checkpoints (plus last.ckpt) so long runs do not fill the disk."""
+
+    def __init__(self, ckpt_dir: Path, keep: int = 2):
+        self.ckpt_dir, self.keep = ckpt_dir, keep
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_rank != 0:
+            return
+        steps = sorted(self.ckpt_dir.glob("step*.ckpt"), key=_step_of, reverse=True)
+        for old in steps[self.keep :]:
+            old.unlink(missing_ok=True)
 
 
 def teardown_distributed() -> None:

@@ -130,7 +130,7 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None) -> Ali
     from avasr_cli.data.manifest import read_manifest
     from avasr_cli.models.align_module import AlignModule, retrieval_recall
     from avasr_cli.models.fastconformer import load_init
-    from avasr_cli.models.trainer import (ReporterCallback, last_checkpoint, make_trainer, quiet_libraries,
+    from avasr_cli.models.trainer import (ReporterCallback, checkpoints_for, make_trainer, quiet_libraries,
                                           resolve_hardware, teardown_distributed)
 
     quiet_libraries()
@@ -161,7 +161,7 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None) -> Ali
         rep.log(f"held-out recall before: a→i R@1 {recall_before['a2i_r@1']:.3f}, R@5 {recall_before['a2i_r@5']:.3f}")
 
     ckpt_dir = run.align_dir / "checkpoints"
-    resume = last_checkpoint(ckpt_dir)
+    resume = checkpoints_for(ckpt_dir, asdict(cfg), rep)
     if resume:
         rep.log(f"resuming from {resume}")
     start = time.time()
@@ -208,4 +208,4 @@ def describe(result: dict) -> str:
     return line
 
 
-__all__ = ["AlignConfig", "AlignResult", "run_align", "describe", "asdict"]
+__all__ = ["AlignConfig", "AlignResult", "run_align", "describe"]

@@ -4,7 +4,7 @@ starting from the run's aligned encoder when it has one, else from ``--init``.""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from avasr_cli.errors import ConfigError
 from avasr_cli.progress import Reporter
@@ -106,7 +106,7 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None) 
     from avasr_cli.data.manifest import read_manifest, total_hours
     from avasr_cli.models.asr import build_config, check_decoder_device, model_class, train_tokenizer
     from avasr_cli.models.fastconformer import EncoderBundle, load_init
-    from avasr_cli.models.trainer import (ReporterCallback, last_checkpoint, make_trainer, quiet_libraries,
+    from avasr_cli.models.trainer import (ReporterCallback, checkpoints_for, make_trainer, quiet_libraries,
                                           resolve_hardware, teardown_distributed)
     from avasr_cli.run import write_jsonl_atomic
     from avasr_cli.stages.align import resolve_init
@@ -155,10 +155,10 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None) 
                              workers=cfg.workers, spec_augment=cfg.spec_augment, max_duration=cfg.max_duration)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt_dir = ft / "checkpoints"
-    resume = last_checkpoint(ckpt_dir)
+    resume = checkpoints_for(ckpt_dir, asdict(cfg), rep)
     start = time.time()
     with rep.task(f"finetune ({decoder})", total=cfg.max_steps) as task:
-        best = _BestByDevWer(ft / "best_weights.pt")
+        best = _BestByDevWer(ckpt_dir / "best_weights.pt")
         trainer = make_trainer(hw, max_steps=cfg.max_steps, ckpt_dir=ckpt_dir, every=cfg.val_every,
                                callbacks=[ReporterCallback(task), best], accumulate=cfg.accumulate,
                                val_every=min(cfg.val_every, cfg.max_steps))

@@ -1,8 +1,16 @@
 """``avasr prepare``: build the split manifests (align, train, dev, test) and a data card in the run directory.
 
-A *source* is a function ``(cfg, rep) -> SourceData`` producing manifest rows per split; this stage only
-checks them (speaker-disjoint evaluation splits, unique utterance ids) and writes them. Only the
-``builtin`` source (procedural images + espeak-ng speech, see :mod:`avasr_cli.data.builtin`) exists so far.
+A *source* is a function ``(cfg, rep, token=None) -> SourceData`` producing manifest rows per split; this
+stage only checks them (speaker-disjoint evaluation splits, unique utterance ids) and writes them. Sources:
+
+* ``builtin``: procedural images + espeak-ng speech (:mod:`avasr_cli.data.builtin`), the default because it
+  works offline and without an account;
+* ``vaani``: ``ARTPARK-IISc/Vaani`` + ``ARTPARK-IISc/Vaani-transcription-part`` from the hub or a local
+  snapshot (:mod:`avasr_cli.data.vaani`); gated, so it needs a token;
+* ``manifest``: bring-your-own NeMo manifests (:mod:`avasr_cli.data.byo`).
+
+The Hugging Face token is a separate argument of :func:`run_prepare`, never a config field: the config is
+saved in run.json and the data card.
 """
 
 from __future__ import annotations
@@ -18,7 +26,6 @@ from avasr_cli.errors import ConfigError, InputError
 from avasr_cli.progress import Reporter
 from avasr_cli.run import RunDir, write_json_atomic, write_jsonl_atomic
 
-PLANNED_SOURCES = ("vaani", "manifest")
 MAX_UTTERANCES = 1_000_000
 
 
@@ -31,6 +38,22 @@ class PrepareConfig:
     num_train: int = 300
     num_dev: int = 60
     num_test: int = 120
+    # vaani
+    dataset: str = "ARTPARK-IISc/Vaani"
+    transcribed_dataset: str = "ARTPARK-IISc/Vaani-transcription-part"
+    revision: str | None = None
+    districts: tuple[str, ...] = ()
+    max_align_hours: float | None = None
+    max_train_hours: float | None = None
+    # vaani and manifest
+    max_duration: float = 20.0
+    workers: int = 2
+    shard_size: int = 256
+    # manifest
+    train: str = ""
+    dev: str = ""
+    test: str = ""
+    align: str = ""
 
     def __post_init__(self) -> None:
         from avasr_cli.data.builtin import ALIASES
@@ -38,18 +61,19 @@ class PrepareConfig:
         lang = self.lang.strip().lower()
         object.__setattr__(self, "lang", ALIASES.get(lang, lang))
         object.__setattr__(self, "source", self.source.strip().lower())
+        districts = self.districts.split(",") if isinstance(self.districts, str) else self.districts
+        object.__setattr__(self, "districts", tuple(d.strip() for d in districts if d and d.strip()))
 
     def validate(self) -> "PrepareConfig":
         """Raise one :class:`ConfigError` listing every problem."""
         from avasr_cli.data.builtin import LANGUAGES
 
         problems, hints = [], []
-        if self.lang not in LANGUAGES:
+        if self.source == "builtin" and self.lang not in LANGUAGES:
             problems.append(f"unknown --lang '{self.lang}' (supported: {', '.join(sorted(LANGUAGES))})")
-        if self.source in PLANNED_SOURCES:
-            problems.append(f"source '{self.source}' is not available yet")
-            hints.append("use --source builtin (procedural images with synthetic speech)")
-        elif self.source not in SOURCES:
+        elif not self.lang:
+            problems.append("--lang is empty")
+        if self.source not in SOURCES:
             problems.append(f"unknown --source '{self.source}' (available: {', '.join(SOURCES)})")
         if self.seed < 0:
             problems.append(f"--seed must be >= 0, got {self.seed}")
@@ -57,6 +81,30 @@ class PrepareConfig:
             n = getattr(self, f"num_{split}")
             if not 1 <= n <= MAX_UTTERANCES:
                 problems.append(f"--num-{split} must be between 1 and {MAX_UTTERANCES:,}, got {n}")
+        for name in ("max_align_hours", "max_train_hours"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                problems.append(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        if not 0 < self.max_duration <= 600:
+            problems.append(f"--max-duration must be in (0, 600] seconds, got {self.max_duration}")
+        if not 1 <= self.workers <= 256:
+            problems.append(f"--workers must be between 1 and 256, got {self.workers}")
+        if not 1 <= self.shard_size <= 100_000:
+            problems.append(f"shard_size must be between 1 and 100,000, got {self.shard_size}")
+        if self.source == "vaani":
+            for name in ("dataset", "transcribed_dataset"):
+                if not getattr(self, name).strip():
+                    problems.append(f"--{name.replace('_', '-')} is empty")
+        given = [s for s in SPLITS if getattr(self, s)]
+        if self.source == "manifest":
+            for split in SPLITS:
+                path = getattr(self, split)
+                if not path:
+                    problems.append(f"--{split} is required with --source manifest")
+                elif not Path(path).expanduser().is_file():
+                    problems.append(f"--{split} {path} does not exist")
+            hints.append("give a NeMo manifest (.jsonl) for each of --train, --dev, --test and --align")
+        elif given:
+            problems.append(f"--{'/--'.join(given)} only apply to --source manifest")
         if problems:
             raise ConfigError("; ".join(problems), " ".join(hints) or "see `avasr prepare --help`")
         return self
@@ -86,7 +134,7 @@ class SourceData:
     card: dict
 
 
-def builtin_source(cfg: PrepareConfig, rep: Reporter) -> SourceData:
+def builtin_source(cfg: PrepareConfig, rep: Reporter, token: str | None = None) -> SourceData:
     from avasr_cli.data.builtin import CorpusConfig, generate_corpus
 
     corpus_cfg = CorpusConfig(lang=cfg.lang, seed=cfg.seed, num_align=cfg.num_align, num_train=cfg.num_train,
@@ -106,7 +154,28 @@ def builtin_source(cfg: PrepareConfig, rep: Reporter) -> SourceData:
     return SourceData(splits, corpus.dir, corpus.reused, card)
 
 
-SOURCES: dict[str, Callable[[PrepareConfig, Reporter], SourceData]] = {"builtin": builtin_source}
+def vaani_source(cfg: PrepareConfig, rep: Reporter, token: str | None = None) -> SourceData:
+    from avasr_cli.data.vaani import prepare_vaani
+
+    corpus = prepare_vaani(cfg, rep, token=token)
+    empty = [s for s, rows in corpus.splits.items() if not rows]
+    if empty:
+        raise InputError(f"Vaani {cfg.lang}: no usable utterances left in {', '.join(empty)} "
+                         f"(dropped: {corpus.card['dropped']}; configs: {corpus.card['configs']})",
+                         "check --lang and --districts against the dataset's configs and language column, "
+                         "or raise --max-align-hours/--max-train-hours")
+    return SourceData(corpus.splits, corpus.dir, corpus.reused, dict(corpus=corpus.card))
+
+
+def manifest_source(cfg: PrepareConfig, rep: Reporter, token: str | None = None) -> SourceData:
+    from avasr_cli.data.byo import prepare_manifests
+
+    corpus = prepare_manifests(cfg, rep)
+    return SourceData(corpus.splits, corpus.dir, corpus.reused, dict(corpus=corpus.card))
+
+
+SOURCES: dict[str, Callable[..., SourceData]] = {"builtin": builtin_source, "vaani": vaani_source,
+                                                 "manifest": manifest_source}
 
 
 def check_disjoint(splits: dict[str, list[dict]]) -> dict:
@@ -120,13 +189,16 @@ def check_disjoint(splits: dict[str, list[dict]]) -> dict:
                 duplicate_utt_ids=duplicates, passed=not any(leaks.values()) and duplicates == 0)
 
 
-def run_prepare(run: RunDir, cfg: PrepareConfig, rep: Reporter | None = None) -> PrepareResult:
+def run_prepare(run: RunDir, cfg: PrepareConfig, rep: Reporter | None = None, *, token: str | None = None
+                ) -> PrepareResult:
+    """Build the manifests. ``token`` (Hugging Face, vaani only) is passed to ``datasets`` and nowhere else;
+    without it ``datasets`` falls back to HF_TOKEN or the stored ``hf auth login`` token."""
     from avasr_cli import __version__
 
     rep = rep or Reporter()
     start = time.time()
     cfg.validate()
-    data = SOURCES[cfg.source](cfg, rep)
+    data = SOURCES[cfg.source](cfg, rep, token=token)
     check = check_disjoint(data.splits)
     if not check["passed"]:
         raise InputError(f"the {cfg.source} source broke the split rules: {check}",
@@ -149,6 +221,8 @@ def run_prepare(run: RunDir, cfg: PrepareConfig, rep: Reporter | None = None) ->
         source=cfg.source, lang=cfg.lang, config=dataclasses.asdict(cfg), counts=result.counts, hours=result.hours,
         speakers=result.speakers, speaker_ids={s: sorted({r["speaker"] for r in data.splits[s]}) for s in SPLITS},
         utterances_by_gender={s: _count(r.get("gender", "unknown") for r in data.splits[s]) for s in SPLITS},
+        hours_by_gender={s: _hours_by(data.splits[s], "gender") for s in SPLITS},
+        districts={s: _count(r.get("district") or "unknown" for r in data.splits[s]) for s in SPLITS},
         disjointness=check, versions=_versions(__version__), **data.card))
     return result
 
@@ -160,12 +234,20 @@ def _count(values) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
+def _hours_by(rows: list[dict], key: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for r in rows:
+        k = r.get(key) or "unknown"
+        out[k] = out.get(k, 0.0) + float(r.get("duration", 0.0)) / 3600
+    return {k: round(v, 4) for k, v in sorted(out.items())}
+
+
 def _versions(avasr_version: str) -> dict[str, str]:
     import platform
     from importlib import metadata
 
     versions = {"avasr": avasr_version, "python": platform.python_version()}
-    for dist in ("numpy", "pillow", "soundfile", "soxr", "espeakng-loader"):
+    for dist in ("numpy", "pillow", "soundfile", "soxr", "espeakng-loader", "datasets"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
