@@ -79,7 +79,7 @@ def build_config(decoder: str, preprocessor: dict, encoder: dict, tokenizer_dir:
                          "freq_width": 15, "time_width": 0.05},
         "encoder": copy.deepcopy(encoder),
         "optim": {"name": "adamw", "lr": lr, "betas": [0.9, 0.98], "weight_decay": weight_decay,
-                  "sched": _schedule(schedule, warmup_steps, max_steps, d_model)},
+                  "sched": _schedule(schedule, warmup_steps, max_steps, d_model, lr)},
     }
     ctc_decoder = {"_target_": "nemo.collections.asr.modules.ConvASRDecoder", "feat_in": d_model,
                    "num_classes": -1, "vocabulary": []}
@@ -109,11 +109,12 @@ def build_config(decoder: str, preprocessor: dict, encoder: dict, tokenizer_dir:
     return cfg
 
 
-def _schedule(name: str, warmup: int, max_steps: int, d_model: int) -> dict:
+def _schedule(name: str, warmup: int, max_steps: int, d_model: int, lr: float) -> dict:
+    min_lr = min(1e-6, lr / 100)  # NeMo refuses a peak below the floor
     if name == "cosine":
-        return {"name": "CosineAnnealing", "warmup_steps": warmup, "min_lr": 1e-6, "max_steps": max_steps}
+        return {"name": "CosineAnnealing", "warmup_steps": warmup, "min_lr": min_lr, "max_steps": max_steps}
     if name == "noam":
-        return {"name": "NoamAnnealing", "d_model": d_model, "warmup_steps": warmup, "min_lr": 1e-6, "max_steps": max_steps}
+        return {"name": "NoamAnnealing", "d_model": d_model, "warmup_steps": warmup, "min_lr": min_lr, "max_steps": max_steps}
     raise ConfigError(f"--schedule {name!r} is not one of cosine, noam", "see `avasr finetune --help`")
 
 

@@ -169,3 +169,50 @@ def test_subsample_hours_is_deterministic_and_within_budget():
     a = subsample_hours(rows, 60 / 3600, seed=3)
     assert a == subsample_hours(rows, 60 / 3600, seed=3) and sum(r["duration"] for r in a) <= 60
     assert len(a) == 30 and subsample_hours(rows, 0, seed=3) == rows
+
+
+def test_rnnt_decoder_finetunes(run):
+    result = run_finetune(run, FinetuneConfig(**dict(TINY_FT, decoder="rnnt")))
+    assert result.decoder == "rnnt" and result.steps == 3
+
+
+def test_same_vocabulary_size_trap_cannot_happen(run, tmp_path):
+    """The trap: fine-tuning a model on a new tokenizer of the same size silently keeps the old decoder
+    (shapes match, so a full state-dict load succeeds) and WER stays at 1.0. avasr transfers only the
+    encoder and always builds a fresh decoder for the new tokenizer."""
+    import shutil
+
+    from nemo.collections.asr.models import ASRModel
+
+    from avasr_cli.data.manifest import read_manifest
+    from avasr_cli.run import write_jsonl_atomic
+
+    run_finetune(run, FinetuneConfig(**TINY_FT))
+    first = ASRModel.restore_from(str(run.finetune_dir / "model.nemo"), map_location="cpu")
+
+    # a second corpus: same audio, transcripts rewritten by a bijection of the characters → a different
+    # tokenizer with the same number of pieces
+    other = RunDir(tmp_path / "other")
+    shutil.copytree(run.root, other.root, ignore=shutil.ignore_patterns("finetune"))
+    chars = sorted({c for r in read_manifest(run.manifest("train")) for c in r["text"] if not c.isspace()})
+    rotate = {c: chars[(i + 1) % len(chars)] for i, c in enumerate(chars)}
+    for split in ("train", "dev"):
+        rows = read_manifest(other.manifest(split))
+        write_jsonl_atomic(other.manifest(split), [dict(r, text="".join(rotate.get(c, c) for c in r["text"])) for r in rows])
+    result = run_finetune(other, FinetuneConfig(**dict(TINY_FT, init=str(run.finetune_dir / "model.nemo"),
+                                                        max_steps=1, lr=1e-9, warmup_steps=0)))
+    second = ASRModel.restore_from(str(other.finetune_dir / "model.nemo"), map_location="cpu")
+    assert result.init_kind == "init" and result.init.endswith("model.nemo")
+    assert first.tokenizer.vocab_size == second.tokenizer.vocab_size  # the trap's precondition
+    assert first.tokenizer.vocab != second.tokenizer.vocab
+    old, new = first.decoder.state_dict(), second.decoder.state_dict()
+    assert {k: v.shape for k, v in old.items()} == {k: v.shape for k, v in new.items()}  # a naive load would succeed
+    assert not any(torch.allclose(old[k], new[k]) for k in old if old[k].is_floating_point())  # but avasr re-initialised
+    enc_old, enc_new = first.encoder.state_dict(), second.encoder.state_dict()
+    weights = [k for k in enc_old if enc_old[k].is_floating_point() and "running" not in k]
+    assert max((enc_old[k] - enc_new[k]).abs().max().item() for k in weights) < 1e-5  # the encoder was transferred
+
+
+def test_noam_schedule_and_train_hours_subset(run):
+    result = run_finetune(run, FinetuneConfig(**dict(TINY_FT, schedule="noam", train_hours=0.005)))
+    assert result.budget["schedule"].startswith("noam") and 0 < result.train_hours <= 0.005
