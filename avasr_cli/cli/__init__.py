@@ -56,7 +56,13 @@ for _module in (prepare, embed, align, finetune, evaluate, compare):
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:  # click turns Ctrl-C into a returned 130 without standalone mode
+            from avasr_cli.cli.common import err
+
+            if rc == 130:
+                err.print("Interrupted; rerun the same command to resume.")
+            sys.exit(rc)
     except AvasrError as exc:
         if debug():
             raise

@@ -47,8 +47,8 @@ def register(app: typer.Typer) -> None:
         max_train_hours: Optional[float] = _opt(None, "--max-train-hours", panel=VAANI, help="Cap on training hours."),
         token: Optional[str] = _opt(None, "--token", panel=VAANI, help="Hugging Face token (default: HF_TOKEN or "
                                     "`hf auth login`). Never written anywhere."),
-        max_duration: float = _opt(20.0, "--max-duration", panel=VAANI, help="Drop clips longer than this (s)."),
-        workers: int = _opt(2, "--workers", panel=VAANI, help="Decoding processes."),
+        max_duration: float = _opt(20.0, "--max-duration", panel=VAANI, help="Drop longer clips (s; vaani, manifest)."),
+        workers: int = _opt(2, "--workers", panel=VAANI, help="Decoding processes (vaani, manifest)."),
         train: str = _opt("", "--train", panel=BYO, help="Train manifest (audio_filepath, duration, text)."),
         dev: str = _opt("", "--dev", panel=BYO, help="Dev manifest (speakers unseen in train/align)."),
         test: str = _opt("", "--test", panel=BYO, help="Test manifest (speakers unseen in train/align)."),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from avasr_cli.errors import ConfigError, InputError, ResourceError
+from avasr_cli.errors import ConfigError, InputError
 
 DECODERS = ("hybrid-tdt-ctc", "hybrid-rnnt-ctc", "rnnt", "tdt", "ctc")
 TDT_DURATIONS = [0, 1, 2, 3, 4]
@@ -129,6 +129,32 @@ def model_class(decoder: str):
 
 
 def check_decoder_device(decoder: str, gpus: int) -> None:
-    if "tdt" in decoder and gpus == 0:
-        raise ResourceError(f"--decoder {decoder} needs a CUDA GPU: NeMo's TDT loss is not implemented on the CPU",
-                            "use --decoder hybrid-rnnt-ctc (same hybrid, RNN-T instead of TDT) or ctc on the CPU, or --gpus 1")
+    """Nothing to refuse any more: every decoder trains on the CPU (TDT through ``use_cpu_tdt_loss``).
+    Kept so callers importing it keep working; safe to delete once no stage calls it."""
+    del decoder, gpus
+
+
+def use_cpu_tdt_loss(model) -> bool:
+    """Give a NeMo transducer model built with ``loss.loss_name: tdt`` avasr's PyTorch TDT loss.
+
+    NeMo's TDT loss (``TDTLossNumba``) raises on CPU tensors. This swaps the callable inside the model's
+    ``RNNTLoss`` wrapper (``model.loss._loss``), which is also what the fused joint calls (the joint holds the
+    same ``RNNTLoss`` object), for a :class:`~avasr_cli.models.tdt_loss.TDTLoss` with the same blank, durations,
+    sigma and omega. CUDA tensors still go to NeMo's kernel. Returns whether the model had a TDT loss.
+    """
+    from avasr_cli.models.tdt_loss import TDTLoss
+
+    wrapper = getattr(model, "loss", None)
+    inner = getattr(wrapper, "_loss", None)
+    if inner is None or isinstance(inner, TDTLoss) or type(inner).__name__ != "TDTLossNumba":
+        return isinstance(inner, TDTLoss)
+    if inner.fastemit_lambda or inner.clamp > 0:
+        raise ConfigError("the CPU TDT loss supports neither FastEmit nor gradient clamping",
+                          "set loss.tdt_kwargs fastemit_lambda to 0.0 and clamp to -1.0")
+    wrapper._loss = TDTLoss(blank=inner.blank, durations=list(inner.durations), reduction=inner.reduction,
+                            sigma=inner.sigma, omega=inner.omega, fallback=inner)
+    joint = getattr(model, "joint", None)
+    held = getattr(joint, "_loss", None)  # NeMo's fused joint holds model.loss itself (joint.set_loss(model.loss))
+    if held is not None and held is not wrapper and type(getattr(held, "_loss", None)).__name__ == "TDTLossNumba":
+        held._loss = wrapper._loss
+    return True

@@ -149,6 +149,7 @@ def _run_info(record: dict, root: Path) -> dict:
         "arm": arm,
         "objective": objective,
         "vision": vision,
+        "vision_untrained": bool(ares.get("vision_untrained")) if align is not None else False,
         "loss": loss,
         "align_steps": acfg.get("max_steps"),
         "align_batch": _first(ares.get("effective_batch"), acfg.get("batch_size")),
@@ -311,6 +312,10 @@ def _flags(row_runs: list[_Run], base_runs: list[_Run] | None, label: str) -> tu
     notes: list[str] = []
     info = row_runs[0].info
     toks = {r.info["tokenizer"] for r in row_runs if r.info["tokenizer"]}
+    if info.get("vision_untrained"):
+        flags.append("untrained-vision")
+        notes.append(f"[untrained-vision] {label}: aligned to an UNTRAINED vision model (random weights, "
+                     "offline demo): not evidence about the method")
     if len(toks) > 1:
         flags.append("tokenizer")
         notes.append(f"[tokenizer] {label}: its runs trained different tokenizers")

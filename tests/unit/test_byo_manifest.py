@@ -1,7 +1,6 @@
 """``avasr prepare --source manifest``: bring-your-own NeMo manifests, validated line by line."""
 
 import hashlib
-import io
 import json
 import unicodedata
 from pathlib import Path

@@ -360,3 +360,48 @@ def test_unknown_language_and_bad_options(snapshot, tmp_path):
         config(snapshot, max_align_hours=0, max_duration=-1, workers=0, train="x.jsonl").validate()
     for part in ("--max-align-hours", "--max-duration", "--workers", "--train"):
         assert part in info.value.message
+
+
+def test_hub_ids_go_through_the_same_code(snapshot, tmp_path, monkeypatch):
+    """A fake hub serving the snapshot: hub ids, revisions and the token reach ``datasets`` unchanged."""
+    import datasets
+
+    va, tr = snapshot
+    local = {"ARTPARK-IISc/Vaani": vaani.VaaniDataset(str(va), None, None),
+             "ARTPARK-IISc/Vaani-transcription-part": vaani.VaaniDataset(str(tr), None, None)}
+    real_load, seen = datasets.load_dataset, []
+
+    def configs(path, revision=None, token=None, **kw):
+        seen.append(("configs", path, revision, token))
+        return sorted(local[path].layout())
+
+    def load(path, name=None, **kw):
+        if path == "parquet":
+            return real_load(path, **kw)
+        seen.append(("load", path, kw["revision"], kw["token"]))
+        assert kw["streaming"] is True
+        return real_load("parquet", data_files=local[path].layout()[name], streaming=True)
+
+    monkeypatch.setattr(datasets, "get_dataset_config_names", configs)
+    monkeypatch.setattr(datasets, "load_dataset", load)
+    cfg = PrepareConfig(source="vaani", lang="kannada", workers=1, shard_size=4, revision="v1",
+                        dataset="ARTPARK-IISc/Vaani@abc")
+    result = run_prepare(RunDir(tmp_path / "run"), cfg, Reporter(), token=FAKE_TOKEN)
+    assert result.counts == {"align": 27, "train": 19, "dev": 3, "test": 4}
+    assert {(p, r, t) for _, p, r, t in seen} == {("ARTPARK-IISc/Vaani", "abc", FAKE_TOKEN),
+                                                  ("ARTPARK-IISc/Vaani-transcription-part", "v1", FAKE_TOKEN)}
+    card = Path(result.data_card).read_text(encoding="utf-8")
+    assert '"revision": "abc"' in card and FAKE_TOKEN not in card
+
+
+def test_missing_official_eval_splits_are_carved_by_speaker(tmp_path):
+    va, tr = write_snapshot(tmp_path / "snap", quirks=False, train_speakers=40, train_per_speaker=2,
+                            align_speakers=2, align_per_speaker=3, seconds=0.3)
+    for split in ("validation", "test"):
+        (tr / "Kannada" / f"{split}-00000-of-00001.parquet").unlink()
+    result = run_prepare(RunDir(tmp_path / "run"), config((va, tr)), Reporter())
+    card = json.loads(Path(result.data_card).read_text(encoding="utf-8"))
+    assert card["corpus"]["eval_splits"] == {"dev": "carved from train by speaker hash",
+                                             "test": "carved from train by speaker hash"}
+    assert result.counts["dev"] > 0 and result.counts["test"] > 0 and card["disjointness"]["passed"]
+    assert sum(result.counts[s] for s in ("train", "dev", "test")) == 80
