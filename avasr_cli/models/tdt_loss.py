@@ -54,7 +54,7 @@ def transducer_log_likelihood(blank_arcs: torch.Tensor, token_arcs: torch.Tensor
     ``blank_arcs[b, t, u, j]``: log-weight of a blank that leaves cell (t, u) for (t + blank_durations[j], u);
     ``token_arcs[b, t, u, j]``: log-weight of emitting label u from (t, u) to (t + token_durations[j], u + 1).
     A path starts at (0, 0) and ends with a blank landing exactly on (act_lens[b], label_lens[b]).
-    Returns [B]. Blank durations must be >= 1, token durations >= 0.
+    Returns [B]; -inf (with a zero gradient) where no path exists. Blank durations must be >= 1, token durations >= 0.
     """
     B, T, U1, _ = blank_arcs.shape
     if min(blank_durations) < 1 or min(token_durations) < 0:
@@ -85,7 +85,9 @@ def transducer_log_likelihood(blank_arcs: torch.Tensor, token_arcs: torch.Tensor
     u_end = label_lens.unsqueeze(1).expand_as(t_src)
     j = torch.arange(len(blank_durations), device=blank_arcs.device).unsqueeze(0).expand_as(t_src)
     last = alpha_all[b, t_src + u_end, u_end] + blank_arcs[b, t_src, u_end, j]
-    return torch.logsumexp(last.masked_fill(~ok, NEG), 1)
+    logp = torch.logsumexp(last.masked_fill(~ok, NEG), 1)
+    # no path at all (e.g. more labels than frames allow): log 0, with a zero gradient rather than NaNs
+    return torch.where(logp > NEG / 2, logp, torch.full_like(logp, float("-inf")))
 
 
 def _arcs(lp: torch.Tensor, weights: list) -> torch.Tensor:
