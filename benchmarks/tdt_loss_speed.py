@@ -59,12 +59,14 @@ def main() -> None:
     def avasr_tdt(omega):
         def run():
             x = acts.clone().requires_grad_()
-            tdt_loss(x, labels, act_lens, label_lens, blank=V, durations=durations, sigma=0.02, omega=omega).mean().backward()
+            loss = tdt_loss(x, labels, act_lens, label_lens, blank=V, durations=durations, sigma=0.02, omega=omega)
+            loss.mean().backward()
         return run
 
     default_threads = torch.get_num_threads()
     print(f"B={B} T={T} U={U} V={V} durations={durations}; forward+backward, median of {args.repeats} (ms)")
-    print(f"{'threads':>7}  {'NeMo RNN-T (numba, CPU)':>24}  {'avasr TDT':>10}  {'avasr TDT+0.1 RNN-T':>20}  {'speed-up':>8}")
+    print(f"{'threads':>7}  {'NeMo RNN-T (numba, CPU)':>24}  {'avasr TDT':>10}  {'avasr TDT+0.1 RNN-T':>20}  "
+          f"{'speed-up':>8}")
     for threads in args.threads:
         torch.set_num_threads(threads or default_threads)
         base = timed(nemo_rnnt, args.repeats)

@@ -12,7 +12,7 @@ from avasr_cli.cli.common import ForceOption, GpusOption, JsonOption, NodesOptio
 def register(app: typer.Typer) -> None:
     @app.command("finetune")
     def finetune(
-        decoder: Annotated[str, typer.Option(help="hybrid-tdt-ctc (the paper's), hybrid-rnnt-ctc, rnnt, tdt or ctc; auto = hybrid-tdt-ctc on GPU, hybrid-rnnt-ctc on CPU.")] = "auto",
+        decoder: Annotated[str, typer.Option(help="hybrid-tdt-ctc (the paper's), hybrid-rnnt-ctc, rnnt, tdt or ctc. TDT runs on CPU too (avasr's PyTorch TDT loss there).")] = "hybrid-tdt-ctc",
         init: Annotated[str, typer.Option(help="Start encoder when the run has no aligned one: .nemo, NeMo pretrained name, or tiny/small/medium.")] = "auto",
         max_steps: Annotated[int, typer.Option(help="Optimiser steps (the budget; keep it equal across arms).")] = 400,
         batch_size: Annotated[int, typer.Option(help="Utterances per process per step.")] = 16,

@@ -128,12 +128,6 @@ def model_class(decoder: str):
     return EncDecRNNTBPEModel
 
 
-def check_decoder_device(decoder: str, gpus: int) -> None:
-    """Nothing to refuse any more: every decoder trains on the CPU (TDT through ``use_cpu_tdt_loss``).
-    Kept so callers importing it keep working; safe to delete once no stage calls it."""
-    del decoder, gpus
-
-
 def use_cpu_tdt_loss(model) -> bool:
     """Give a NeMo transducer model built with ``loss.loss_name: tdt`` avasr's PyTorch TDT loss.
 

@@ -129,6 +129,26 @@ class EncoderBundle:
         return cls(meta["preprocessor"], meta["encoder"], state, meta.get("source", "?"), meta.get("history", []))
 
 
+def check_init_file(init: str) -> None:
+    """Cheap checks of an ``--init`` that names a file, before NeMo is imported: a .nemo checkpoint is a tar
+    archive; any other existing file is the wrong kind of checkpoint."""
+    import tarfile
+
+    path = Path(init).expanduser()
+    if init in NAMED_CONFIGS or (path / "encoder.json").is_file() or not (path.suffix == ".nemo" or path.exists()):
+        return
+    if not path.is_file():
+        raise InputError(f"--init {init}: file not found", "give a .nemo file, a NeMo pretrained name, or one of: "
+                         + ", ".join(NAMED_CONFIGS))
+    if path.suffix != ".nemo":
+        raise InputError(f"--init {init}: not a NeMo checkpoint (expected a .nemo file)",
+                         "give a .nemo file, a NeMo pretrained name, a directory written by `avasr align`, or one of: "
+                         + ", ".join(NAMED_CONFIGS))
+    if not tarfile.is_tarfile(path):
+        raise ModelLoadError(f"--init {init}: not a valid .nemo file (not a tar archive: corrupt or truncated)",
+                             "check the file is a NeMo ASR checkpoint (.nemo) and copy it again")
+
+
 def load_init(init: str, seed: int = 0) -> EncoderBundle:
     """``init`` is a named config (tiny/small/medium), a ``.nemo`` file, a directory written by
     ``avasr align`` (encoder.json), or a NeMo pretrained name (from NeMo's cache when offline)."""
@@ -148,9 +168,7 @@ def load_init(init: str, seed: int = 0) -> EncoderBundle:
     if path.is_dir() and (path / "encoder.json").exists():
         return EncoderBundle.load(path)
     if path.suffix == ".nemo" or path.exists():
-        if not path.is_file():
-            raise InputError(f"--init {init}: file not found", "give a .nemo file, a NeMo pretrained name, or one of: "
-                             + ", ".join(NAMED_CONFIGS))
+        check_init_file(init)
         from nemo.collections.asr.models import ASRModel
 
         try:

@@ -34,16 +34,17 @@ NEG = -1e30  # "log 0" that stays finite, so log-sum-exp gradients never become 
 REDUCTIONS = (None, "none", "mean_batch", "mean", "sum", "mean_volume")
 
 
-def _skew(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """[B, T, U1, K] -> tuple over anti-diagonals n = t + u of [B, U1, K], entry u = x[:, n - u, u] (NEG off the lattice)."""
+def _skew(x: torch.Tensor, shift: int) -> tuple[torch.Tensor, ...]:
+    """[B, T, U1, K] -> per anti-diagonal n, [K, B, U1] with entry u = x[:, n - (u - shift), u - shift]
+    (NEG off the lattice): the arcs leaving diagonal n, indexed by the u they land on."""
     _, T, U1, _ = x.shape
     n = torch.arange(T + U1 - 1, device=x.device).unsqueeze(1)
-    u = torch.arange(U1, device=x.device).unsqueeze(0)
+    u = torch.arange(U1, device=x.device).unsqueeze(0) - shift
     t = n - u
-    valid = (t >= 0) & (t < T)
-    skewed = x[:, t.clamp(0, T - 1), u.expand_as(t)]  # [B, N, U1, K]
+    valid = (t >= 0) & (t < T) & (u >= 0)
+    skewed = x[:, t.clamp(0, T - 1), u.clamp(min=0).expand_as(t)]  # [B, N, U1, K]
     skewed = skewed.masked_fill(~valid[None, :, :, None], NEG)
-    return skewed.transpose(0, 1).unbind(0)  # unbind: one cheap backward (a stack), unlike N selects
+    return skewed.permute(1, 3, 0, 2).unbind(0)  # unbind: one cheap backward (a stack), unlike N selects
 
 
 def transducer_log_likelihood(blank_arcs: torch.Tensor, token_arcs: torch.Tensor, blank_durations: Sequence[int],
@@ -59,22 +60,22 @@ def transducer_log_likelihood(blank_arcs: torch.Tensor, token_arcs: torch.Tensor
     B, T, U1, _ = blank_arcs.shape
     if min(blank_durations) < 1 or min(token_durations) < 0:
         raise ValueError("blank durations must be >= 1 and token durations >= 0")
-    blank_diag, token_diag = _skew(blank_arcs), _skew(token_arcs)
+    # a blank of duration d leaves diagonal n - d and stays at u; a token leaves n - d - 1 at u - 1
+    blank_diag, token_diag = _skew(blank_arcs, 0), _skew(token_arcs, 1)
     N = T + U1 - 1
     alpha = torch.full((B, U1), NEG, dtype=blank_arcs.dtype, device=blank_arcs.device)
     alpha[:, 0] = 0.0  # diagonal 0 holds only the start cell (0, 0)
     alphas = [alpha]
-    pad = torch.full((B, 1, len(token_durations)), NEG, dtype=blank_arcs.dtype, device=blank_arcs.device)
-    out_blank: list[torch.Tensor] = []  # out_blank[m][:, u, j]: mass leaving diagonal m by blank j, landing at u
-    out_token: list[torch.Tensor] = []  # out_token[m][:, u, j]: mass leaving diagonal m by token j, landing at u
+    out_blank: list[tuple] = []  # out_blank[m][j][:, u]: mass leaving diagonal m by blank arc j, landing at u
+    out_token: list[tuple] = []  # out_token[m][j][:, u]: the same for token arc j
     for n in range(N):
         if n > 0:
-            terms = [out_blank[n - d][..., j] for j, d in enumerate(blank_durations) if n - d >= 0]
-            terms += [out_token[n - 1 - d][..., j] for j, d in enumerate(token_durations) if n - 1 - d >= 0]
+            terms = [out_blank[n - d][j] for j, d in enumerate(blank_durations) if n - d >= 0]
+            terms += [out_token[n - 1 - d][j] for j, d in enumerate(token_durations) if n - 1 - d >= 0]
             alphas.append(torch.logsumexp(torch.stack(terms), 0))
-        a = alphas[n].unsqueeze(-1)
-        out_blank.append(a + blank_diag[n])
-        out_token.append(torch.cat([pad, a[:, :-1] + token_diag[n][:, :-1]], 1))
+        a = alphas[n]
+        out_blank.append((a + blank_diag[n]).unbind(0))
+        out_token.append((torch.nn.functional.pad(a[:, :-1], (1, 0), value=NEG) + token_diag[n]).unbind(0))
     alpha_all = torch.stack(alphas, 1)  # [B, N, U1]
     # termination: a blank of duration d from (T_b - d, U_b) lands on (T_b, U_b)
     b = torch.arange(B, device=blank_arcs.device).unsqueeze(1)

@@ -106,7 +106,12 @@ def load_features(run: RunDir, cfg: AlignConfig, rows: list[dict]) -> tuple[dict
     if not path.exists() or run.stage("embed-images") is None:
         raise PrerequisiteError(f"run directory {run.root} has no image features",
                                 f"run `avasr embed-images --vision {cfg.vision if cfg.vision != 'auto' else 'siglip2'}` first")
-    info = json.loads(path.read_text())
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        int(info.get("dim", 0))
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is not a valid features record ({exc})",
+                         "rerun `avasr embed-images --force` to rewrite it") from None
     if cfg.vision != "auto" and cfg.vision not in (info.get("vision"), info.get("model_id")):
         raise ConfigError(f"--vision {cfg.vision}: this run's features were made with {info.get('vision') or info.get('model_id')}",
                           f"run `avasr embed-images --vision {cfg.vision}` (use --force to replace them) or drop --vision")
@@ -117,8 +122,8 @@ def load_features(run: RunDir, cfg: AlignConfig, rows: list[dict]) -> tuple[dict
         raise InputError(f"{len(missing)} image(s) of the alignment set have no features in {info['store']}",
                          "rerun `avasr embed-images` (it embeds only what is missing)")
     if store.dim != int(info.get("dim", store.dim)):
-        raise InputError(f"features in {info['store']} have dimension {store.dim}, the run expects {info.get('dim')}",
-                         "rerun `avasr embed-images --force`")
+        raise InputError(f"{path} says features have dimension {info.get('dim')}, but the store {info['store']} "
+                         f"holds dimension {store.dim}", "rerun `avasr embed-images --force` to rewrite features.json")
     return {k: i for i, k in enumerate(keys)}, info
 
 
@@ -141,13 +146,13 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None) -> Ali
         raise InputError(f"{run.manifest('align')} has {len(rows)} usable pairs, fewer than one global batch "
                          f"({cfg.batch_size} x {hw.world_size} processes)", "lower --batch-size or prepare more data")
     train_rows, held_rows = split_heldout(rows, cfg.heldout_images, cfg.seed)
+    index, info = {}, {}
+    if cfg.objective == "image":  # checked before the encoder loads: a bad feature store fails fast
+        index, info = load_features(run, cfg, rows)
     init = resolve_init(run, cfg.init)
     bundle = load_init(init, seed=cfg.seed)
     rep.log(f"encoder: {bundle.source} (d_model {bundle.d_model}, {bundle.encoder['n_layers']} layers)")
-
-    index, info = {}, {}
-    if cfg.objective == "image":
-        index, info = load_features(run, cfg, rows)
+    if info:
         rep.log(f"vision features: {info.get('label') or info.get('model_id')} (dim {info['dim']}, "
                 f"{info.get('num_patches')} patches, {len(index)} images)")
     torch.manual_seed(cfg.seed)
@@ -183,7 +188,9 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None) -> Ali
 
     bundle.state_dict = {k: v.detach().cpu().clone() for k, v in module.encoder.state_dict().items()}
     history_entry = {"stage": "align", "objective": cfg.objective, "loss": cfg.loss if cfg.objective == "image" else None,
-                     "vision": info.get("vision") or info.get("model_id"), "steps": cfg.max_steps, "run": str(run.root)}
+                     "vision": info.get("vision") or info.get("model_id"), "vision_untrained": bool(info.get("untrained")),
+                     "steps": cfg.max_steps, "effective_batch": cfg.batch_size * cfg.accumulate * hw.world_size,
+                     "init": bundle.source, "run": str(run.root)}
     bundle.history = list(bundle.history) + [history_entry]
     bundle.save(run.align_dir / "encoder")
     return AlignResult(

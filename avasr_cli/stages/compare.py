@@ -133,6 +133,10 @@ def _run_info(record: dict, root: Path) -> dict:
     fcfg = _get(stages, "finetune", "config") or {}
     fres = _get(stages, "finetune", "result") or {}
     budget = fres.get("budget") or {}
+    if align is None:  # fine-tuned from an encoder aligned in another run directory (--init DIR)
+        earlier = [h for h in fres.get("encoder_history") or [] if isinstance(h, dict) and h.get("stage") == "align"]
+        if earlier:
+            align, ares = {"result": earlier[-1]}, earlier[-1]
     objective = _first(ares.get("objective"), acfg.get("objective")) if align is not None else None
     vision = _first(ares.get("vision"), acfg.get("vision")) if objective != "audio-only" else None
     loss = _first(ares.get("loss"), acfg.get("loss"))
@@ -151,7 +155,7 @@ def _run_info(record: dict, root: Path) -> dict:
         "vision": vision,
         "vision_untrained": bool(ares.get("vision_untrained")) if align is not None else False,
         "loss": loss,
-        "align_steps": acfg.get("max_steps"),
+        "align_steps": _first(acfg.get("max_steps"), ares.get("steps")),
         "align_batch": _first(ares.get("effective_batch"), acfg.get("batch_size")),
         "align_init": _same_setting(_first(ares.get("init"), acfg.get("init")), root),
         "init": init,

@@ -208,6 +208,10 @@ def run_embed_images(run: RunDir, cfg: EmbedConfig, rep: Reporter | None = None)
     for item in skipped:
         rep.warn(f"skipped image {item['path']}: {item['reason']}")
     skipped_shas = {s["sha256"] for s in skipped if s["sha256"]}
+    if not set(images) - skipped_shas:
+        raise InputError(f"none of the {len(skipped)} images named in {run.data} can be decoded "
+                         f"(first: {skipped[0]['path']}: {skipped[0]['reason']})",
+                         "check the image files (a file that opens but fails to decode is corrupt)")
     result = EmbedResult(
         vision=vision, store=str(store.path), store_key=store_key(key), model_id=info.model_id, revision=info.revision,
         label=info.label, untrained=info.untrained, dim=store.dim, num_patches=store.num_patches,

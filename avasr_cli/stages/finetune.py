@@ -13,7 +13,7 @@ from avasr_cli.run import RunDir, sha256_file, write_json_atomic
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    decoder: str = "auto"
+    decoder: str = "hybrid-tdt-ctc"
     init: str = "auto"
     max_steps: int = 400
     batch_size: int = 16
@@ -74,9 +74,8 @@ class FinetuneResult:
 
 
 def resolve_decoder(decoder: str, gpus: int) -> str:
-    if decoder != "auto":
-        return decoder
-    return "hybrid-tdt-ctc" if gpus > 0 else "hybrid-rnnt-ctc"
+    """``auto`` is the paper's hybrid TDT + CTC on GPUs and CPUs alike."""
+    return "hybrid-tdt-ctc" if decoder == "auto" else decoder
 
 
 def subsample_hours(rows: list[dict], hours: float, seed: int) -> list[dict]:
@@ -99,12 +98,13 @@ def subsample_hours(rows: list[dict], hours: float, seed: int) -> list[dict]:
 def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None) -> FinetuneResult:
     rep = rep or Reporter()
     cfg.validate()
+    _check_inputs(run, cfg)  # before the heavy imports: bad input fails in a second, not after NeMo loads
     import lightning.pytorch as pl
     import torch
     from omegaconf import OmegaConf
 
     from avasr_cli.data.manifest import read_manifest, total_hours
-    from avasr_cli.models.asr import build_config, check_decoder_device, model_class, train_tokenizer
+    from avasr_cli.models.asr import build_config, model_class, train_tokenizer, use_cpu_tdt_loss
     from avasr_cli.models.fastconformer import EncoderBundle, load_init
     from avasr_cli.models.trainer import (ReporterCallback, checkpoints_for, make_trainer, quiet_libraries,
                                           resolve_hardware, teardown_distributed)
@@ -114,11 +114,10 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None) 
     quiet_libraries()
     run.require("prepare", "run `avasr prepare` first")
     decoder = resolve_decoder(cfg.decoder, cfg.gpus)
-    check_decoder_device(decoder, cfg.gpus)
     hw = resolve_hardware(cfg.gpus, cfg.nodes, 1, cfg.precision)
     notes = []
-    if cfg.decoder == "auto" and cfg.gpus == 0:
-        notes.append("no GPU: hybrid-rnnt-ctc instead of the paper's hybrid-tdt-ctc (NeMo's TDT loss is CUDA-only)")
+    if "tdt" in decoder and cfg.gpus == 0:
+        notes.append("TDT loss on the CPU: avasr's PyTorch implementation, tested against NeMo's reference")
 
     # starting point ---------------------------------------------------------------------------------
     aligned = run.align_dir / "encoder" / "encoder.json"
@@ -163,6 +162,8 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None) 
                                callbacks=[ReporterCallback(task), best], accumulate=cfg.accumulate,
                                val_every=min(cfg.val_every, cfg.max_steps))
         model = model_class(decoder)(cfg=OmegaConf.create(model_cfg), trainer=trainer)
+        if use_cpu_tdt_loss(model) and hw.accelerator == "cpu":
+            rep.log("TDT loss: avasr's PyTorch implementation (NeMo's is CUDA-only)")
         missing = model.encoder.load_state_dict(bundle.state_dict, strict=True)
         del missing
         if resume:
@@ -193,6 +194,19 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None) 
         best_dev_wer=best.best, steps=int(trainer.global_step), seconds=round(seconds, 1), model=str(model_path),
         model_sha256=sha256_file(model_path), notes=notes,
     )
+
+
+def _check_inputs(run: RunDir, cfg: FinetuneConfig) -> None:
+    """Prerequisites, manifests (every line), the audio they name (headers) and an --init file."""
+    from avasr_cli.data.manifest import check_audio_files, read_manifest
+    from avasr_cli.models.fastconformer import check_init_file
+
+    run.require("prepare", "run `avasr prepare` first")
+    for split in ("train", "dev"):
+        path = run.manifest(split)
+        check_audio_files(path, read_manifest(path, require=("audio_filepath", "duration", "text")))
+    if cfg.init != "auto":
+        check_init_file(cfg.init)
 
 
 class _BestByDevWer:

@@ -231,7 +231,9 @@ def test_tdt_model_trains_and_transcribes_on_cpu(tiny_data, decoder):
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                          callbacks=[Probe()])
     model = model_class(decoder)(cfg=OmegaConf.create(cfg), trainer=trainer)
+    keys = set(model.state_dict())
     assert use_cpu_tdt_loss(model) is True
+    assert set(model.state_dict()) == keys  # checkpoints and best_weights.pt load as before
     assert model.joint._loss is model.loss and isinstance(model.loss._loss, TDTLoss)  # the fused joint's loss too
     assert model.loss._loss.durations == cfg["loss"]["tdt_kwargs"]["durations"]
     trainer.fit(model)
