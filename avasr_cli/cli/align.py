@@ -30,6 +30,7 @@ def register(app: typer.Typer) -> None:
         precision: Annotated[str, typer.Option(help="auto (bf16-mixed on GPU, 32-true on CPU), 32-true, bf16-mixed, 16-mixed.")] = "auto",
         checkpoint_every: Annotated[int, typer.Option(help="Save a checkpoint every K steps (a killed run resumes from the last).")] = 100,
         workers: Annotated[int, typer.Option(help="Audio decoding worker processes.")] = 2,
+        resume: Annotated[bool, typer.Option(help="Resume from the last checkpoint of an interrupted run with the same options.")] = True,
         run_dir: RunDirOption = None,
         force: ForceOption = False,
         json_out: JsonOption = False,
@@ -54,6 +55,6 @@ def register(app: typer.Typer) -> None:
                           batch_size=batch_size, accumulate=accumulate, lr=lr, warmup_steps=warmup_steps,
                           freeze_layers=freeze_layers, heldout_images=heldout_images, seed=seed, gpus=gpus,
                           nodes=nodes, cpu_procs=cpu_procs, precision=precision, checkpoint_every=checkpoint_every,
-                          workers=workers)
+                          workers=workers, resume=resume)
         cfg.validate()
         run_stage("align", run_dir, cfg, run_align, force=force, as_json=json_out, summary=describe)

@@ -29,6 +29,7 @@ def register(app: typer.Typer) -> None:
         nodes: NodesOption = 1,
         precision: Annotated[str, typer.Option(help="auto (bf16-mixed on GPU, 32-true on CPU) or a Lightning precision.")] = "auto",
         workers: Annotated[int, typer.Option(help="Data loading worker processes.")] = 2,
+        resume: Annotated[bool, typer.Option(help="Resume from the last checkpoint of an interrupted run with the same options.")] = True,
         run_dir: RunDirOption = None,
         force: ForceOption = False,
         json_out: JsonOption = False,
@@ -52,6 +53,6 @@ def register(app: typer.Typer) -> None:
         cfg = FinetuneConfig(decoder=decoder, init=init, max_steps=max_steps, batch_size=batch_size,
                              accumulate=accumulate, lr=lr, warmup_steps=warmup_steps, schedule=schedule,
                              vocab_size=vocab_size, spec_augment=spec_augment, train_hours=train_hours,
-                             val_every=val_every, seed=seed, gpus=gpus, nodes=nodes, precision=precision, workers=workers)
+                             val_every=val_every, seed=seed, gpus=gpus, nodes=nodes, precision=precision, workers=workers, resume=resume)
         cfg.validate()
         run_stage("finetune", run_dir, cfg, run_finetune, force=force, as_json=json_out, summary=describe)

@@ -52,8 +52,15 @@ def resolve_hardware(gpus: int, nodes: int, cpu_procs: int = 1, precision: str =
 class ReporterCallback(pl.Callback):
     """Advances a Reporter task as steps finish (rank 0 only) and shows the running loss."""
 
-    def __init__(self, task, every: int = 1):
-        self.task, self.every = task, every
+    def __init__(self, task, every: int = 1, skip: int = 5):
+        self.task, self.every, self.skip = task, every, skip
+        self.times: list[float] = []
+
+    @property
+    def step_seconds(self) -> float | None:
+        """Steady-state seconds per training batch (the first ``skip`` batches, warm-up, excluded)."""
+        t = self.times[self.skip :] if len(self.times) > self.skip + 1 else self.times
+        return (t[-1] - t[0]) / (len(t) - 1) if len(t) > 1 else None
 
     def on_train_start(self, trainer, pl_module):
         if trainer.global_rank == 0 and trainer.global_step:
@@ -62,6 +69,9 @@ class ReporterCallback(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_rank != 0:
             return
+        import time
+
+        self.times.append(time.perf_counter())
         self.task.advance(1)
         loss = trainer.callback_metrics.get("train_loss")
         if loss is not None and trainer.global_step % self.every == 0:
@@ -165,21 +175,23 @@ def last_checkpoint(ckpt_dir: Path, warn=None) -> Path | None:
 
 
 def checkpoints_for(ckpt_dir: Path, config: dict, rep) -> Path | None:
-    """Checkpoints are resumed only by the same configuration: a different one starts afresh."""
+    """The checkpoint to resume from: only one written with the same options (``resume`` aside), and
+    none when ``resume`` is off (the old checkpoints are discarded then)."""
     import json
     import shutil
 
     from avasr_cli.run import write_json_atomic
 
     stamp = ckpt_dir / "config.json"
-    wanted = json.loads(json.dumps(config, default=str))
+    wanted = json.loads(json.dumps({k: v for k, v in config.items() if k != "resume"}, default=str))
     if ckpt_dir.exists():
         try:
             same = json.loads(stamp.read_text()) == wanted
         except (OSError, ValueError):
             same = False
-        if not same:
-            rep.log(f"discarding checkpoints in {ckpt_dir}: they belong to other options")
+        if not same or not config.get("resume", True):
+            rep.log(f"discarding checkpoints in {ckpt_dir}: "
+                    + ("they belong to other options" if not same else "--no-resume"))
             shutil.rmtree(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(stamp, wanted)

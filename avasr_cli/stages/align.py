@@ -35,6 +35,7 @@ class AlignConfig:
     cpu_procs: int = 1
     precision: str = "auto"
     checkpoint_every: int = 100
+    resume: bool = True
     workers: int = 2
 
     def validate(self) -> None:
@@ -72,6 +73,7 @@ class AlignResult:
     recall_before: dict | None = None
     recall_after: dict | None = None
     seconds: float = 0.0
+    step_seconds: float | None = None  # steady-state seconds per batch (data loading included)
     encoder_dir: str = ""
     vision_untrained: bool = False
     history: list = field(default_factory=list)
@@ -171,8 +173,9 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None) -> Ali
         rep.log(f"resuming from {resume}")
     start = time.time()
     with rep.task(f"align ({cfg.objective}{'' if cfg.objective != 'image' else ', ' + cfg.loss})", total=cfg.max_steps) as task:
+        progress = ReporterCallback(task)
         trainer = make_trainer(hw, max_steps=cfg.max_steps, ckpt_dir=ckpt_dir, every=cfg.checkpoint_every,
-                               callbacks=[ReporterCallback(task)], accumulate=cfg.accumulate)
+                               callbacks=[progress], accumulate=cfg.accumulate)
         trainer.fit(module, ckpt_path=str(resume) if resume else None)
     seconds = time.time() - start
     final_loss = trainer.callback_metrics.get("train_loss")
@@ -199,7 +202,8 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None) -> Ali
         batch_size=cfg.batch_size, effective_batch=cfg.batch_size * cfg.accumulate * hw.world_size,
         world_size=hw.world_size, train_pairs=len(train_rows), heldout_pairs=len(held_rows),
         final_loss=float(final_loss) if final_loss is not None else None, recall_before=recall_before,
-        recall_after=recall_after, seconds=round(seconds, 1), encoder_dir=str(run.align_dir / "encoder"),
+        recall_after=recall_after, seconds=round(seconds, 1), step_seconds=progress.step_seconds,
+        encoder_dir=str(run.align_dir / "encoder"),
         vision_untrained=bool(info.get("untrained", False)),
         history=bundle.history,
     )

@@ -26,6 +26,7 @@ class FinetuneConfig:
     spec_augment: bool = True
     train_hours: float = 0.0  # 0 = all
     val_every: int = 100
+    resume: bool = True
     seed: int = 0
     gpus: int = 0
     nodes: int = 1
