@@ -63,7 +63,8 @@ def convert_chunk(task: dict) -> list[dict]:
         try:
             if not audio_io.needs_conversion(src):
                 seconds = audio_io.audio_seconds(src)
-                out.append(dict(path=src, duration=seconds, converted=False) if seconds <= task["max_duration"]
+                out.append(dict(drop="empty_audio") if seconds < audio_io.MIN_SECONDS
+                           else dict(path=src, duration=seconds, converted=False) if seconds <= task["max_duration"]
                            else dict(drop="too_long"))
                 continue
             if Path(dest).is_file():
@@ -178,8 +179,10 @@ def prepare_manifests(cfg, rep: Reporter | None = None) -> ByoCorpus:
         splits[split].append(row)
     for split, split_rows in splits.items():
         if not split_rows:
-            raise InputError(f"no usable lines left in the {split} manifest ({dict(drops[split]) or 'empty file'})",
-                             "check the audio and image paths of that manifest")
+            dropped = ", ".join(f"{n} {why}" for why, n in sorted(drops[split].items())) or "empty file"
+            raise InputError(f"no usable lines left in the {split} manifest {getattr(cfg, split)} (dropped: {dropped})",
+                             "check the audio, images and transcripts of that manifest (unreadable, empty, silent "
+                             "or too long audio, missing images and empty transcripts are dropped)")
     converted = sum(1 for r in audio.values() if r.get("converted"))
     card = dict(kind="manifest", dir=str(audio_cache()), manifests={s: str(Path(getattr(cfg, s)).resolve()) for s in SPLITS},
                 dropped={s: dict(sorted(c.items())) for s, c in drops.items()}, audio_converted=converted,

@@ -75,3 +75,33 @@ def read_manifest(path: Path | str, *, require: Iterable[str] = ("audio_filepath
 
 def total_hours(rows: Iterable[dict]) -> float:
     return sum(float(r.get("duration", 0.0)) for r in rows) / 3600.0
+
+
+def check_audio_files(path: Path | str, rows: list[dict], sample_rate: int = 16_000) -> None:
+    """Before training: every row's audio exists, decodes (header) and is ``sample_rate`` Hz mono.
+
+    Reads only file headers (soundfile), so it is cheap next to the training it protects; an error names
+    the manifest line and the audio file."""
+    import soundfile as sf
+
+    for lineno, row in enumerate(rows, start=1):
+        audio = Path(str(row["audio_filepath"])).expanduser()
+        if not audio.is_absolute():
+            audio = Path(path).parent / audio
+        where = f"{path}:{lineno}"
+        if not audio.is_file():
+            raise InputError(f"{where}: audio file {audio} does not exist",
+                             "restore the file, or rerun `avasr prepare --force` to rebuild the manifests")
+        try:
+            info = sf.info(str(audio))
+        except Exception as exc:  # LibsndfileError, RuntimeError ...
+            raise InputError(f"{where}: cannot decode audio {audio} ({exc})",
+                             "replace the file, or rerun `avasr prepare --force` (it drops unreadable audio)") from None
+        if info.frames == 0:
+            raise InputError(f"{where}: audio {audio} is empty (0 samples)",
+                             "remove that line, or rerun `avasr prepare --force` (it drops empty audio)")
+        if info.samplerate != sample_rate or info.channels != 1:
+            raise InputError(f"{where}: audio {audio} is {info.samplerate} Hz with {info.channels} channel(s); "
+                             f"training needs {sample_rate // 1000} kHz mono",
+                             "rerun `avasr prepare --force` (it converts audio to 16 kHz mono) instead of editing "
+                             "the run's manifests by hand")
