@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from avasr_cli.data.audio_io import write_file
 from avasr_cli.progress import Reporter
 from avasr_cli.run import avasr_home, write_json_atomic, write_jsonl_atomic
 
@@ -259,33 +260,17 @@ def render_chunk(root: Path, items: list[dict]) -> list[dict]:
         sha = hashlib.sha256(png).hexdigest()
         image = f"images/{sha}.png"
         if not (root / image).exists():
-            _write(root / image, png)
+            write_file(root / image, png)
         audio = render_audio(item)
         buf = io.BytesIO()
         sf.write(buf, audio, 16000, subtype="PCM_16", format="WAV")
-        _write(root / "audio" / f"{item['utt_id']}.wav", buf.getvalue())
+        write_file(root / "audio" / f"{item['utt_id']}.wav", buf.getvalue())
         spk = item["speaker"]
         rows.append(dict(utt_id=item["utt_id"], split=item["split"], audio=f"audio/{item['utt_id']}.wav",
                          duration=round(audio.size / 16000, 4), text=item["text"], image=image, image_sha256=sha,
                          speaker=spk["id"], gender=spk["gender"], voice=spk["voice"]))
     os.sync()  # one flush per chunk instead of an fsync per file; the chunk's marker is written after this
     return rows
-
-
-def _write(dest: Path, data: bytes) -> None:
-    """Write to a temporary name, then rename: a killed worker never leaves a half-written file behind."""
-    from avasr_cli.errors import ResourceError
-
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, dest)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.errno == 28:  # ENOSPC
-            raise ResourceError(f"disk full while writing {dest}",
-                                "free some space or point AVASR_HOME at a larger disk") from exc
-        raise
 
 
 def _run_chunk_process(root: Path, items: list[dict]) -> list[dict]:
