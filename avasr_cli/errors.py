@@ -45,3 +45,14 @@ class ResourceError(AvasrError):
 
 class FairnessError(AvasrError):
     """Runs that cannot be compared fairly (different test sets)."""
+
+
+def at_least_one(cfg, names: tuple[str, ...]) -> list[str]:
+    """``--name must be at least 1`` for each integer option of ``cfg`` below 1."""
+    return [f"--{n.replace('_', '-')} must be at least 1" for n in names if getattr(cfg, n) < 1]
+
+
+def raise_problems(problems: list[str], hint: str) -> None:
+    """A config's validate() collects every problem, then raises them as one ConfigError."""
+    if problems:
+        raise ConfigError("; ".join(problems), hint)

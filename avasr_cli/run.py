@@ -41,7 +41,8 @@ def avasr_home() -> Path:
 # --------------------------------------------------------------------------------------------- atomic io
 def _check_space(path: Path, nbytes: int) -> None:
     try:
-        free = os.statvfs(path).f_bavail * os.statvfs(path).f_frsize
+        st = os.statvfs(path)
+        free = st.f_bavail * st.f_frsize
     except OSError:
         return
     if free < nbytes + (1 << 20):

@@ -77,8 +77,8 @@ def run_stage(
     command = " ".join([Path(sys.argv[0]).name] + sys.argv[1:])
     with run.lock(command):
         previous = run.stage(name)
-        cfg_dict = dataclasses.asdict(cfg)
-        if previous is not None and not force and previous.get("config") == json.loads(json.dumps(cfg_dict, default=str)):
+        cfg_dict = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))  # as run.json stores it
+        if previous is not None and not force and previous.get("config") == cfg_dict:
             err.print(f"[green]✓[/green] {name} already finished in {run.root} (use --force to redo it)")
             result = previous["result"]
         else:
@@ -88,7 +88,7 @@ def run_stage(
                 shutil.rmtree(run.root / name / "checkpoints", ignore_errors=True)
             err.print(f"[bold]avasr {name}[/bold] → {run.root}")
             result = fn(run, cfg, reporter())
-            run.record_stage(name, json.loads(json.dumps(cfg_dict, default=str)), result)
+            run.record_stage(name, cfg_dict, result)
             result = json.loads(json.dumps(dataclasses.asdict(result) if dataclasses.is_dataclass(result) else result, default=str))
     if as_json:
         out.print_json(json.dumps(result, ensure_ascii=False))

@@ -7,7 +7,6 @@ FastConformer recipe: 8x depthwise-striding subsampling, relative-position atten
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,7 +200,3 @@ def _bundle_from_model(model, source: str) -> EncoderBundle:
         raise ModelLoadError(f"{source} has encoder {enc.get('_target_')}, not a (Fast)Conformer",
                              "use a FastConformer checkpoint")
     return EncoderBundle(pre, enc, {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}, source, [])
-
-
-def clone_config(cfg: dict) -> dict:
-    return copy.deepcopy(cfg)

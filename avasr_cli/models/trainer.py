@@ -124,7 +124,7 @@ def make_trainer(hw: Hardware, *, max_steps: int, ckpt_dir: Path, every: int, ca
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        callbacks=[*ckpts, PruneCheckpoints(ckpt_dir), *callbacks],
+        callbacks=[*ckpts, PruneCheckpoints(ckpt_dir, every), *callbacks],
         use_distributed_sampler=False,
         check_val_every_n_epoch=None if val_every else 1,
         val_check_interval=val_every,
@@ -198,14 +198,42 @@ def checkpoints_for(ckpt_dir: Path, config: dict, rep) -> Path | None:
     return last_checkpoint(ckpt_dir, rep.warn)
 
 
-class PruneCheckpoints(pl.Callback):
-    """Keep only the newest ``keep`` step checkpoints (plus last.ckpt) so long runs do not fill the disk."""
+class BestWeights(pl.Callback):
+    """Keeps the weights with the lowest ``metric`` (NeMo logs ``val_wer``) in a plain tensor file that
+    loads with ``weights_only=True``; the best value travels in Lightning checkpoints for resume."""
 
-    def __init__(self, ckpt_dir: Path, keep: int = 2):
-        self.ckpt_dir, self.keep = ckpt_dir, keep
+    def __init__(self, path: Path, metric: str = "val_wer"):
+        self.path, self.metric, self.best = path, metric, None
+
+    def on_validation_end(self, trainer, pl_module):
+        value = trainer.callback_metrics.get(self.metric)
+        if value is None or trainer.global_rank != 0 or trainer.sanity_checking:
+            return
+        if self.best is None or float(value) < self.best:
+            import torch
+
+            from avasr_cli.run import atomic_path
+
+            self.best = float(value)
+            with atomic_path(self.path) as tmp:
+                torch.save({k: v.detach().cpu() for k, v in pl_module.state_dict().items()}, tmp)
+
+    def state_dict(self):
+        return {"best": self.best}
+
+    def load_state_dict(self, state):
+        self.best = state.get("best")
+
+
+class PruneCheckpoints(pl.Callback):
+    """Keep only the newest ``keep`` step checkpoints (plus last.ckpt) so long runs do not fill the disk;
+    looks at the directory only on the steps a checkpoint is written."""
+
+    def __init__(self, ckpt_dir: Path, every: int, keep: int = 2):
+        self.ckpt_dir, self.every, self.keep = ckpt_dir, max(1, every), keep
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_rank != 0:
+        if trainer.global_rank != 0 or trainer.global_step % self.every:
             return
         steps = sorted(self.ckpt_dir.glob("step*.ckpt"), key=_step_of, reverse=True)
         for old in steps[self.keep :]:

@@ -7,7 +7,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 
-from avasr_cli.errors import ConfigError, InputError, PrerequisiteError
+from avasr_cli.errors import ConfigError, InputError, PrerequisiteError, at_least_one, raise_problems
 from avasr_cli.progress import Reporter
 from avasr_cli.run import RunDir, write_json_atomic
 
@@ -44,17 +44,14 @@ class AlignConfig:
             problems.append(f"--objective {self.objective!r} is not one of {', '.join(OBJECTIVES)}")
         if self.loss not in LOSS_NAMES:
             problems.append(f"--loss {self.loss!r} is not one of {', '.join(LOSS_NAMES)}")
-        for name in ("max_steps", "batch_size", "accumulate", "checkpoint_every", "cpu_procs", "nodes"):
-            if getattr(self, name) < 1:
-                problems.append(f"--{name.replace('_', '-')} must be at least 1")
+        problems += at_least_one(self, ("max_steps", "batch_size", "accumulate", "checkpoint_every", "cpu_procs", "nodes"))
         if self.batch_size < 2:
             problems.append("--batch-size must be at least 2 (contrastive losses need negatives)")
         if not 0.0 <= self.heldout_images < 0.5:
             problems.append("--heldout-images must be in [0, 0.5)")
         if self.lr <= 0:
             problems.append("--lr must be positive")
-        if problems:
-            raise ConfigError("; ".join(problems), "see `avasr align --help`")
+        raise_problems(problems, "see `avasr align --help`")
 
 
 @dataclass

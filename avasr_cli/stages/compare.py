@@ -38,7 +38,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from avasr_cli.errors import ConfigError, FairnessError, InputError
+from avasr_cli.errors import ConfigError, FairnessError, InputError, raise_problems
 
 FORMATS = ("rich", "markdown", "csv", "json")
 DASH = "—"
@@ -68,8 +68,7 @@ class CompareConfig:
             problems.append(f"--resamples must be 0 (no test) or more, not {self.n_resamples}")
         if self.plot is not None and Path(self.plot).suffix.lower() not in (".png", ".pdf", ".svg"):
             problems.append(f"--plot {self.plot!r} must end in .png, .pdf or .svg")
-        if problems:
-            raise ConfigError("; ".join(problems), "see `avasr compare --help`")
+        raise_problems(problems, "see `avasr compare --help`")
 
 
 @dataclasses.dataclass

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from avasr_cli.data.manifest import image_field, read_manifest
-from avasr_cli.errors import ConfigError, InputError
+from avasr_cli.errors import ConfigError, InputError, raise_problems
 from avasr_cli.progress import Reporter
 from avasr_cli.run import RunDir, sha256_file, write_json_atomic
 
@@ -50,8 +50,7 @@ class EmbedConfig:
             problems.append(f"--workers must be 0 or more (got {self.workers})")
         if self.revision is not None and not str(self.revision).strip():
             problems.append("--revision must not be empty")
-        if problems:
-            raise ConfigError("; ".join(problems), "see `avasr embed-images --help` (and --list for the encoders)")
+        raise_problems(problems, "see `avasr embed-images --help` (and --list for the encoders)")
 
 
 @dataclasses.dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from avasr_cli.errors import ConfigError, InputError
+from avasr_cli.errors import ConfigError, InputError, raise_problems
 from avasr_cli.progress import Reporter
 from avasr_cli.run import RunDir, sha256_file, write_json_atomic, write_jsonl_atomic, write_text_atomic
 
@@ -25,14 +25,12 @@ class EvaluateConfig:
         bad = [s for s in self.splits if s not in ("train", "dev", "test")]
         if bad:
             problems.append(f"--split {','.join(bad)}: splits are train, dev and test")
-        if self.batch_size < 1:
-            problems.append("--batch-size must be at least 1")
+        problems += at_least_one(self, ("batch_size",))
         if self.device not in ("auto", "cpu", "cuda"):
             problems.append(f"--device {self.device!r} is not one of auto, cpu, cuda")
         if self.decoder not in ("default", "ctc"):
             problems.append(f"--decoder {self.decoder!r} is not one of default, ctc")
-        if problems:
-            raise ConfigError("; ".join(problems), "see `avasr evaluate --help`")
+        raise_problems(problems, "see `avasr evaluate --help`")
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
-from avasr_cli.errors import ConfigError
+from avasr_cli.errors import ConfigError, at_least_one, raise_problems
 from avasr_cli.progress import Reporter
 from avasr_cli.run import RunDir, sha256_file, write_json_atomic
 
@@ -42,17 +42,14 @@ class FinetuneConfig:
             problems.append(f"--decoder {self.decoder!r} is not one of auto, {', '.join(DECODERS)}")
         if self.schedule not in ("cosine", "noam"):
             problems.append(f"--schedule {self.schedule!r} is not one of cosine, noam")
-        for name in ("max_steps", "batch_size", "accumulate", "val_every", "nodes"):
-            if getattr(self, name) < 1:
-                problems.append(f"--{name.replace('_', '-')} must be at least 1")
+        problems += at_least_one(self, ("max_steps", "batch_size", "accumulate", "val_every", "nodes"))
         if self.vocab_size < 8:
             problems.append("--vocab-size must be at least 8")
         if self.train_hours < 0:
             problems.append("--train-hours must be 0 (all) or positive")
         if self.lr <= 0:
             problems.append("--lr must be positive")
-        if problems:
-            raise ConfigError("; ".join(problems), "see `avasr finetune --help`")
+        raise_problems(problems, "see `avasr finetune --help`")
 
 
 @dataclass
@@ -107,7 +104,7 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None) 
     from avasr_cli.data.manifest import read_manifest, total_hours
     from avasr_cli.models.asr import build_config, model_class, train_tokenizer, use_cpu_tdt_loss
     from avasr_cli.models.fastconformer import EncoderBundle, load_init
-    from avasr_cli.models.trainer import (ReporterCallback, checkpoints_for, make_trainer, quiet_libraries,
+    from avasr_cli.models.trainer import (BestWeights, ReporterCallback, checkpoints_for, make_trainer, quiet_libraries,
                                           resolve_hardware, teardown_distributed)
     from avasr_cli.run import write_jsonl_atomic
     from avasr_cli.stages.align import resolve_init
@@ -158,15 +155,14 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None) 
     resume = checkpoints_for(ckpt_dir, asdict(cfg), rep)
     start = time.time()
     with rep.task(f"finetune ({decoder})", total=cfg.max_steps) as task:
-        best = _BestByDevWer(ckpt_dir / "best_weights.pt")
+        best = BestWeights(ckpt_dir / "best_weights.pt", metric="val_wer")
         trainer = make_trainer(hw, max_steps=cfg.max_steps, ckpt_dir=ckpt_dir, every=cfg.val_every,
                                callbacks=[ReporterCallback(task), best], accumulate=cfg.accumulate,
                                val_every=min(cfg.val_every, cfg.max_steps))
         model = model_class(decoder)(cfg=OmegaConf.create(model_cfg), trainer=trainer)
         if use_cpu_tdt_loss(model) and hw.accelerator == "cpu":
             rep.log("TDT loss: avasr's PyTorch implementation (NeMo's is CUDA-only)")
-        missing = model.encoder.load_state_dict(bundle.state_dict, strict=True)
-        del missing
+        model.encoder.load_state_dict(bundle.state_dict, strict=True)
         if resume:
             rep.log(f"resuming from {resume}")
         trainer.fit(model, ckpt_path=str(resume) if resume else None)
@@ -208,39 +204,6 @@ def _check_inputs(run: RunDir, cfg: FinetuneConfig) -> None:
         check_audio_files(path, read_manifest(path, require=("audio_filepath", "duration", "text")))
     if cfg.init != "auto":
         check_init_file(cfg.init)
-
-
-class _BestByDevWer:
-    """Keeps the weights with the lowest dev WER (NeMo logs ``val_wer``) in a plain tensor file."""
-
-    def __new__(cls, path):
-        import lightning.pytorch as pl
-
-        class Callback(pl.Callback):
-            def __init__(self):
-                self.path, self.best = path, None
-
-            def on_validation_end(self, trainer, pl_module):
-                wer = trainer.callback_metrics.get("val_wer")
-                if wer is None or trainer.global_rank != 0 or trainer.sanity_checking:
-                    return
-                wer = float(wer)
-                if self.best is None or wer < self.best:
-                    import torch
-
-                    from avasr_cli.run import atomic_path
-
-                    self.best = wer
-                    with atomic_path(self.path) as tmp:
-                        torch.save({k: v.detach().cpu() for k, v in pl_module.state_dict().items()}, tmp)
-
-            def state_dict(self):
-                return {"best": self.best}
-
-            def load_state_dict(self, state):
-                self.best = state.get("best")
-
-        return Callback()
 
 
 def describe(result: dict) -> str:
