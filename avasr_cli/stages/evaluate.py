@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from avasr_cli.errors import ConfigError, InputError, raise_problems
+from avasr_cli.errors import ConfigError, InputError, at_least_one, raise_problems
 from avasr_cli.progress import Reporter
 from avasr_cli.run import RunDir, sha256_file, write_json_atomic, write_jsonl_atomic, write_text_atomic
 
