@@ -30,7 +30,10 @@ def register(app: typer.Typer) -> None:
         precision: Annotated[str, typer.Option(help="auto (bf16-mixed on GPU, 32-true on CPU), 32-true, bf16-mixed, 16-mixed.")] = "auto",
         checkpoint_every: Annotated[int, typer.Option(help="Save a checkpoint every K steps (a killed run resumes from the last).")] = 100,
         workers: Annotated[int, typer.Option(help="Audio decoding worker processes.")] = 2,
-        resume: Annotated[bool, typer.Option(help="Resume from the last checkpoint of an interrupted run with the same options.")] = True,
+        resume: Annotated[bool, typer.Option(help="Resume from the last checkpoint of an interrupted run with the same options and inputs.")] = True,
+        ssl_mask_prob: Annotated[float, typer.Option(help="audio-only: probability that a masked block starts at a frame (blocks overlap; NeMo NEST recipe 0.01 ≈ a third of the frames masked).")] = 0.01,
+        ssl_block_size: Annotated[int, typer.Option(help="audio-only: masked block length in 10 ms frames (NEST recipe: 40).")] = 40,
+        ssl_codebook_size: Annotated[int, typer.Option(help="audio-only: random-projection codebook size (NEST recipe: 8192).")] = 8192,
         run_dir: RunDirOption = None,
         force: ForceOption = False,
         json_out: JsonOption = False,
@@ -39,7 +42,9 @@ def register(app: typer.Typer) -> None:
 
         Trains every encoder layer so that pooled (or frame-level) audio embeddings land on the cached
         vision features of the image that prompted the speech. No transcripts are used. Writes the
-        aligned encoder to align/encoder/ and held-out recall@k before/after to align/recall.json.
+        aligned encoder to align/encoder/, recall@k before/after on held-out and on training pairs to
+        align/recall.json (and says whether the alignment generalises or only memorises pairs), and
+        TensorBoard curves to align/tensorboard/.
 
         [bold]Examples:[/bold]
 
@@ -55,6 +60,7 @@ def register(app: typer.Typer) -> None:
                           batch_size=batch_size, accumulate=accumulate, lr=lr, warmup_steps=warmup_steps,
                           freeze_layers=freeze_layers, heldout_images=heldout_images, seed=seed, gpus=gpus,
                           nodes=nodes, cpu_procs=cpu_procs, precision=precision, checkpoint_every=checkpoint_every,
-                          workers=workers, resume=resume)
+                          workers=workers, resume=resume, ssl_mask_prob=ssl_mask_prob, ssl_block_size=ssl_block_size,
+                          ssl_codebook_size=ssl_codebook_size)
         cfg.validate()
         run_stage("align", run_dir, cfg, run_align, force=force, as_json=json_out, summary=describe)

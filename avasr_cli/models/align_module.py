@@ -18,22 +18,36 @@ from avasr_cli.models.fastconformer import EncoderBundle
 from avasr_cli.models.losses import LOSSES, masked_mean, maxsim_scores, world
 
 
+# NeMo's NEST / BEST-RQ FastConformer recipe (examples/asr/conf/ssl/nest/nest_fast-conformer.yaml):
+# 8192 codes in one codebook of dimension 16, l2 distance, pre-convolution block masking of 40 frames
+# (400 ms) with overlap starting at each frame with probability 0.01 (about a third of the frames masked),
+# and a frame counts as masked for the loss when 80 % of its 8 input frames are.
+SSL_DEFAULTS = dict(num_codes=8192, code_dim=16, dist_fn="l2", mask_prob=0.01, block_size=40, allow_overlap=True,
+                    mask_threshold=0.8)
+
+
 class AudioOnlyObjective(nn.Module):
     """BEST-RQ style masked token prediction, wired exactly as NeMo's ``EncDecMaskedTokenPredModel``
     (pre-convolution masking) from NeMo's own modules: random-projection quantizer, block masking,
-    multi-softmax decoder and masked-LM loss."""
+    multi-softmax decoder and masked-LM loss, at the settings of NeMo's NEST recipe by default."""
 
-    def __init__(self, features: int, d_model: int, subsampling: int, num_classes: int = 256,
-                 mask_prob: float = 0.05, block_size: int = 24):
+    def __init__(self, features: int, d_model: int, subsampling: int, **settings):
         super().__init__()
         from nemo.collections.asr.losses.ssl_losses.mlm import MultiMLMLoss
         from nemo.collections.asr.modules import MultiSoftmaxDecoder, RandomBlockMasking, RandomProjectionVectorQuantizer
 
-        self.quantizer = RandomProjectionVectorQuantizer(feat_in=features, code_dim=16, num_classes=num_classes,
-                                                         num_books=1, combine_time_steps=subsampling, squeeze_single=True)
-        self.masking = RandomBlockMasking(feat_in=features, mask_prob=mask_prob, block_size=block_size)
-        self.decoder = MultiSoftmaxDecoder(feat_in=d_model, num_classes=num_classes, num_decoders=1, squeeze_single=True)
-        self.loss = MultiMLMLoss(combine_time_steps=subsampling, num_decoders=1, squeeze_single=True)
+        unknown = set(settings) - set(SSL_DEFAULTS)
+        if unknown:
+            raise TypeError(f"unknown audio-only settings: {sorted(unknown)}")
+        self.settings = s = {**SSL_DEFAULTS, **settings}
+        self.quantizer = RandomProjectionVectorQuantizer(feat_in=features, code_dim=s["code_dim"],
+                                                         num_classes=s["num_codes"], num_books=1, dist_fn=s["dist_fn"],
+                                                         combine_time_steps=subsampling, squeeze_single=True)
+        self.masking = RandomBlockMasking(feat_in=features, mask_prob=s["mask_prob"], block_size=s["block_size"],
+                                          allow_overlap=s["allow_overlap"])
+        self.decoder = MultiSoftmaxDecoder(feat_in=d_model, num_classes=s["num_codes"], num_decoders=1, squeeze_single=True)
+        self.loss = MultiMLMLoss(combine_time_steps=subsampling, mask_threshold=s["mask_threshold"], num_decoders=1,
+                                 squeeze_single=True)
         self.float()  # NeMo builds the codebooks in float64
 
 
@@ -42,7 +56,8 @@ class AlignModule(pl.LightningModule):
                  rows: list[dict] | None = None, image_index: dict[str, int] | None = None,
                  store_path: str | None = None,
                  batch_size: int = 16, lr: float = 1e-3, weight_decay: float = 1e-3, warmup_steps: int = 50,
-                 max_steps: int = 1000, seed: int = 0, freeze_layers: int = 0, num_workers: int = 2):
+                 max_steps: int = 1000, seed: int = 0, freeze_layers: int = 0, num_workers: int = 2,
+                 ssl: dict | None = None):
         super().__init__()
         pre = dict(bundle.preprocessor, pad_to=16)  # frames divisible by the 8x subsampling
         self.preprocessor = EncoderBundle(pre, bundle.encoder, {}, "", []).build_preprocessor()
@@ -53,7 +68,8 @@ class AlignModule(pl.LightningModule):
             self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, vision_dim))
             self.loss_fn = LOSSES[loss]()
         else:
-            self.ssl = AudioOnlyObjective(int(pre["features"]), d, int(bundle.encoder.get("subsampling_factor", 8)))
+            self.ssl = AudioOnlyObjective(int(pre["features"]), d, int(bundle.encoder.get("subsampling_factor", 8)),
+                                          **(ssl or {}))
         self.rows, self.image_index = rows or [], image_index or {}
         # image features are read per batch from the memory-mapped store by the DataLoader workers
         self.collate = PairCollate(store_path if objective == "image" else None, patches=loss == "maxsim")
@@ -118,12 +134,20 @@ class AlignModule(pl.LightningModule):
         from torch.utils.data import DataLoader
 
         rank, size = (self.trainer.global_rank, self.trainer.world_size) if self._trainer else (0, 1)
-        sampler = BucketBatchSampler([float(r["duration"]) for r in self.rows], self.hp["batch_size"],
-                                     self.hp["seed"], rank, size)
+        self._sampler = BucketBatchSampler([float(r["duration"]) for r in self.rows], self.hp["batch_size"],
+                                           self.hp["seed"], rank, size)
         self._max_samples = int(max(float(r["duration"]) for r in self.rows) * 16000) + 1
         workers = self.hp["num_workers"]
-        return DataLoader(PairDataset(self.rows, self.image_index), batch_sampler=sampler, collate_fn=self.collate,
+        return DataLoader(PairDataset(self.rows, self.image_index), batch_sampler=self._sampler, collate_fn=self.collate,
                           num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+
+    def on_train_start(self):
+        self.train()  # whatever ran before fit (a recall measurement) must not leave dropout/BatchNorm off
+
+    def on_train_epoch_start(self):
+        # Lightning tells only ``sampler`` and ``batch_sampler.sampler`` the epoch, never a batch sampler
+        # itself: without this every epoch would repeat the same batches (and the same negatives)
+        self._sampler.set_epoch(self.current_epoch)
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
@@ -148,10 +172,20 @@ def _pad_to(audio: torch.Tensor, n: int) -> torch.Tensor:
 
 @torch.no_grad()
 def retrieval_recall(module: AlignModule, rows: list[dict], batch_size: int = 16, ks=(1, 5, 10)) -> dict:
-    """Audio→image and image→audio recall@k on held-out pairs; pairs sharing an image count as hits."""
+    """Audio→image and image→audio recall@k over ``rows`` (held-out or training pairs), ranking each clip
+    against the images of ``rows``; pairs sharing an image count as hits. The module's train/eval mode
+    is restored afterwards."""
     from avasr_cli.models.audio_data import read_audio
 
+    was_training = module.training
     module.eval()
+    try:
+        return _recall(module, rows, batch_size, ks, read_audio)
+    finally:
+        module.train(was_training)
+
+
+def _recall(module: AlignModule, rows: list[dict], batch_size: int, ks, read_audio) -> dict:
     device = next(module.parameters()).device
     keys = [module.image_index[r["image_sha256"]] for r in rows]
     audio_vecs, frames_all = [], []

@@ -79,7 +79,12 @@ class BucketBatchSampler(Sampler):
     """Fixed-size batches of similar duration, shuffled by a seed that changes each epoch.
 
     Sorting within pools of ``pool`` batches keeps padding low; every rank sees ``len(self)`` batches of
-    exactly ``batch_size`` (the last partial batch is dropped) so features can be all-gathered.
+    exactly ``batch_size`` (the last partial batch is dropped) so features can be all-gathered. A pool
+    never spans more than a quarter of the data: were one pool to hold every clip, sorting it would give
+    the same batches (the same in-batch negatives) in every epoch, only in another order.
+
+    Lightning calls ``set_epoch`` only on a DataLoader's ``sampler`` and ``batch_sampler.sampler``, never
+    on a batch sampler: the module that owns one calls :meth:`set_epoch` at each epoch start.
     """
 
     def __init__(self, durations: list[float], batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
@@ -95,7 +100,8 @@ class BucketBatchSampler(Sampler):
     def _batches(self) -> list[list[int]]:
         rng = np.random.default_rng(self.seed + self.epoch)
         order = rng.permutation(len(self.durations))
-        chunk = self.batch_size * self.pool
+        pool = max(1, min(self.pool, len(self.durations) // (4 * self.batch_size)))
+        chunk = self.batch_size * pool
         batches: list[list[int]] = []
         for start in range(0, len(order), chunk):
             block = order[start : start + chunk]

@@ -81,6 +81,11 @@ class EncoderBundle:
     def d_model(self) -> int:
         return int(self.encoder["d_model"])
 
+    def weights_sha256(self) -> str:
+        """A content hash of the encoder weights (names, dtypes, shapes and bytes), so that a checkpoint
+        or a later stage can tell which starting encoder it was made from."""
+        return state_sha256(self.state_dict)
+
     def build_encoder(self):
         from nemo.collections.asr.modules import ConformerEncoder
 
@@ -126,6 +131,19 @@ class EncoderBundle:
         except (OSError, SafetensorError) as exc:
             raise InputError(f"cannot read encoder weights {weights} ({exc})", "rerun `avasr align --force`") from exc
         return cls(meta["preprocessor"], meta["encoder"], state, meta.get("source", "?"), meta.get("history", []))
+
+
+def state_sha256(state: dict) -> str:
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def check_init_file(init: str) -> None:

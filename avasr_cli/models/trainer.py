@@ -99,10 +99,20 @@ def quiet_libraries() -> None:
 
 
 def make_trainer(hw: Hardware, *, max_steps: int, ckpt_dir: Path, every: int, callbacks=(), accumulate: int = 1,
-                 val_every: int | None = None, monitor: str | None = None, mode: str = "min") -> pl.Trainer:
-    from lightning.pytorch.callbacks import ModelCheckpoint
+                 val_every: int | None = None, monitor: str | None = None, mode: str = "min",
+                 log_dir: Path | None = None) -> pl.Trainer:
+    """``log_dir``: where TensorBoard event files go (train loss, learning rate, gradient norm, and
+    whatever the module logs, e.g. NeMo's ``val_wer``); ``tensorboard --logdir runs`` finds them."""
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
     quiet_libraries()
+    logger, monitors = False, []
+    if log_dir is not None:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        # name="" and version="": one fixed directory, so a resumed run appends to the same curves
+        logger = TensorBoardLogger(save_dir=str(log_dir), name="", version="", default_hp_metric=False)
+        monitors = [LearningRateMonitor(logging_interval="step"), GradNormLogger()]
 
     os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
     ckpts = [ModelCheckpoint(dirpath=str(ckpt_dir), filename="step{step}", every_n_train_steps=max(1, every),
@@ -120,11 +130,11 @@ def make_trainer(hw: Hardware, *, max_steps: int, ckpt_dir: Path, every: int, ca
         max_epochs=-1,
         accumulate_grad_batches=accumulate,
         gradient_clip_val=1.0,
-        logger=False,
+        logger=logger,
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        callbacks=[*ckpts, PruneCheckpoints(ckpt_dir, every), *callbacks],
+        callbacks=[*ckpts, PruneCheckpoints(ckpt_dir, every), *monitors, *callbacks],
         use_distributed_sampler=False,
         check_val_every_n_epoch=None if val_every else 1,
         val_check_interval=val_every,
@@ -174,28 +184,53 @@ def last_checkpoint(ckpt_dir: Path, warn=None) -> Path | None:
     return None
 
 
-def checkpoints_for(ckpt_dir: Path, config: dict, rep) -> Path | None:
-    """The checkpoint to resume from: only one written with the same options (``resume`` aside), and
-    none when ``resume`` is off (the old checkpoints are discarded then)."""
+def checkpoints_for(ckpt_dir: Path, config: dict, rep, inputs: dict | None = None) -> Path | None:
+    """The checkpoint to resume from: only one written with the same options (``resume`` aside) **and**
+    the same inputs (``inputs``: what the stage consumed, e.g. manifest hashes, the starting encoder's
+    hash, the feature store), and none when ``resume`` is off. Checkpoints of other options or inputs are
+    discarded, and the log says which option or input changed."""
     import json
     import shutil
 
     from avasr_cli.run import write_json_atomic
 
     stamp = ckpt_dir / "config.json"
-    wanted = json.loads(json.dumps({k: v for k, v in config.items() if k != "resume"}, default=str))
+    wanted = json.loads(json.dumps({"options": {k: v for k, v in config.items() if k != "resume"},
+                                    "inputs": inputs or {}}, default=str))
     if ckpt_dir.exists():
         try:
-            same = json.loads(stamp.read_text()) == wanted
+            old = json.loads(stamp.read_text())
         except (OSError, ValueError):
-            same = False
-        if not same or not config.get("resume", True):
-            rep.log(f"discarding checkpoints in {ckpt_dir}: "
-                    + ("they belong to other options" if not same else "--no-resume"))
+            old = None
+        if old != wanted or not config.get("resume", True):
+            rep.log(f"discarding checkpoints in {ckpt_dir}, starting afresh: " + _why_stale(old, wanted, config))
             shutil.rmtree(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(stamp, wanted)
     return last_checkpoint(ckpt_dir, rep.warn)
+
+
+def _why_stale(old: dict | None, wanted: dict, config: dict) -> str:
+    if not config.get("resume", True):
+        return "--no-resume"
+    if not isinstance(old, dict) or "options" not in old:
+        return "they carry no record of their options and inputs"
+    changed = [f"--{k.replace('_', '-')}" for k in sorted(set(old["options"]) | set(wanted["options"]))
+               if old["options"].get(k) != wanted["options"].get(k)]
+    changed += [k for k in sorted(set(old.get("inputs") or {}) | set(wanted["inputs"]))
+                if (old.get("inputs") or {}).get(k) != wanted["inputs"].get(k)]
+    return "they were written with another " + ", ".join(changed) if changed else "they belong to another run"
+
+
+class GradNormLogger(pl.Callback):
+    """Logs the global L2 norm of the gradients (before clipping) at every optimiser step."""
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        import torch
+
+        norms = [p.grad.detach().norm(2) for p in pl_module.parameters() if p.grad is not None]
+        if norms:
+            pl_module.log("grad_norm", torch.stack(norms).norm(2), on_step=True, on_epoch=False)
 
 
 class BestWeights(pl.Callback):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -37,6 +38,13 @@ class AlignConfig:
     checkpoint_every: int = 100
     resume: bool = True
     workers: int = 2
+    # audio-only control (NeMo NEST / BEST-RQ recipe values; see models/align_module.SSL_DEFAULTS)
+    ssl_mask_prob: float = 0.01
+    ssl_block_size: int = 40
+    ssl_codebook_size: int = 8192
+
+    def ssl_settings(self) -> dict:
+        return {"mask_prob": self.ssl_mask_prob, "block_size": self.ssl_block_size, "num_codes": self.ssl_codebook_size}
 
     def validate(self) -> None:
         problems = []
@@ -51,6 +59,11 @@ class AlignConfig:
             problems.append("--heldout-images must be in [0, 0.5)")
         if self.lr <= 0:
             problems.append("--lr must be positive")
+        if not 0.0 < self.ssl_mask_prob < 1.0:
+            problems.append("--ssl-mask-prob must be in (0, 1)")
+        problems += at_least_one(self, ("ssl_block_size",))
+        if self.ssl_codebook_size < 2:
+            problems.append("--ssl-codebook-size must be at least 2")
         raise_problems(problems, "see `avasr align --help`")
 
 
@@ -69,10 +82,16 @@ class AlignResult:
     final_loss: float | None
     recall_before: dict | None = None
     recall_after: dict | None = None
+    train_recall_before: dict | None = None  # the same measurement on a sample of training pairs
+    train_recall_after: dict | None = None
+    verdict: str | None = None  # generalises | memorises | none (see recall_verdict)
+    budget: dict = field(default_factory=dict)  # what compare checks is equal between continued-pretraining arms
     seconds: float = 0.0
     step_seconds: float | None = None  # steady-state seconds per batch (data loading included)
     encoder_dir: str = ""
     vision_untrained: bool = False
+    init_sha256: str = ""  # the starting encoder's weights
+    encoder_sha256: str = ""  # the aligned encoder's weights
     history: list = field(default_factory=list)
 
 
@@ -126,21 +145,45 @@ def load_features(run: RunDir, cfg: AlignConfig, rows: list[dict]) -> tuple[dict
     return {k: i for i, k in enumerate(keys)}, info
 
 
-def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None) -> AlignResult:
+def recall_verdict(heldout: dict | None, train: dict | None, alpha: float = 0.01) -> str | None:
+    """What the after-training recall shows: ``generalises`` (held-out audio→image R@1 above chance),
+    ``memorises`` (training pairs above chance, held-out not) or ``none``. "Above chance" is a one-sided
+    binomial test of the R@1 hits against the chance rate ``1 / number of images`` at level ``alpha``."""
+    def above_chance(r: dict | None) -> bool:
+        if not r or not r.get("num_pairs"):
+            return False
+        n, p = int(r["num_pairs"]), float(r["chance_a2i_r@1"])
+        hits = int(round(r["a2i_r@1"] * n))
+        tail = sum(math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(hits, n + 1))
+        return tail < alpha
+
+    if heldout is None and train is None:
+        return None
+    if above_chance(heldout):
+        return "generalises"
+    return "memorises" if above_chance(train) else "none"
+
+
+def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None, callbacks=()) -> AlignResult:
+    """``callbacks``: extra Lightning callbacks for the fit (tests watch the real training loop with them)."""
     rep = rep or Reporter()
     cfg.validate()
     import torch
 
     from avasr_cli.data.manifest import read_manifest
     from avasr_cli.models.align_module import AlignModule, retrieval_recall
-    from avasr_cli.models.fastconformer import load_init
+    from avasr_cli.models.fastconformer import load_init, state_sha256
     from avasr_cli.models.trainer import (ReporterCallback, checkpoints_for, make_trainer, quiet_libraries,
                                           resolve_hardware, teardown_distributed)
+    from avasr_cli.run import sha256_file
 
     quiet_libraries()
     run.require("prepare", "run `avasr prepare` first")
     hw = resolve_hardware(cfg.gpus, cfg.nodes, cfg.cpu_procs, cfg.precision)
-    rows = [r for r in read_manifest(run.manifest("align")) if r.get("image_sha256") or cfg.objective != "image"]
+    rows = read_manifest(run.manifest("align"))
+    # both objectives train on the same clips: the audio-image pairs (all clips when no clip has an image)
+    if any(r.get("image_sha256") for r in rows) or cfg.objective == "image":
+        rows = [r for r in rows if r.get("image_sha256")]
     if len(rows) < cfg.batch_size * hw.world_size:
         raise InputError(f"{run.manifest('align')} has {len(rows)} usable pairs, fewer than one global batch "
                          f"({cfg.batch_size} x {hw.world_size} processes)", "lower --batch-size or prepare more data")
@@ -150,6 +193,7 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None) -> Ali
         index, info = load_features(run, cfg, rows)
     init = resolve_init(run, cfg.init)
     bundle = load_init(init, seed=cfg.seed)
+    init_sha = bundle.weights_sha256()
     rep.log(f"encoder: {bundle.source} (d_model {bundle.d_model}, {bundle.encoder['n_layers']} layers)")
     if info:
         rep.log(f"vision features: {info.get('label') or info.get('model_id')} (dim {info['dim']}, "
@@ -158,21 +202,31 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None) -> Ali
     module = AlignModule(bundle, objective=cfg.objective, loss=cfg.loss, vision_dim=int(info.get("dim", 0)),
                          rows=train_rows, image_index=index, store_path=info.get("store"), batch_size=cfg.batch_size,
                          lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps,
-                         seed=cfg.seed, freeze_layers=cfg.freeze_layers, num_workers=cfg.workers)
-    recall_before = None
+                         seed=cfg.seed, freeze_layers=cfg.freeze_layers, num_workers=cfg.workers,
+                         ssl=cfg.ssl_settings())
+    # recall on held-out pairs and on as many training pairs: memorising pairs vs alignment that generalises
+    train_sample = _sample(train_rows, len(held_rows), cfg.seed)
+    recalls: dict[str, dict | None] = {"heldout_before": None, "train_before": None}
     if cfg.objective == "image" and held_rows:
-        recall_before = retrieval_recall(module, held_rows)
-        rep.log(f"held-out recall before: a→i R@1 {recall_before['a2i_r@1']:.3f}, R@5 {recall_before['a2i_r@5']:.3f}")
+        recalls["heldout_before"] = retrieval_recall(module, held_rows)
+        recalls["train_before"] = retrieval_recall(module, train_sample)
+        rep.log(f"held-out recall before: a→i R@1 {recalls['heldout_before']['a2i_r@1']:.3f}, "
+                f"R@5 {recalls['heldout_before']['a2i_r@5']:.3f}")
 
     ckpt_dir = run.align_dir / "checkpoints"
-    resume = checkpoints_for(ckpt_dir, asdict(cfg), rep)
+    inputs = {"align manifest": sha256_file(run.manifest("align")), "starting encoder": init_sha}
+    if info:
+        inputs["image features"] = sha256_file(run.root / "features.json")
+    resume = checkpoints_for(ckpt_dir, asdict(cfg), rep, inputs)
     if resume:
         rep.log(f"resuming from {resume}")
+    torch.manual_seed(cfg.seed)  # both objectives enter training with the same random state
     start = time.time()
     with rep.task(f"align ({cfg.objective}{'' if cfg.objective != 'image' else ', ' + cfg.loss})", total=cfg.max_steps) as task:
         progress = ReporterCallback(task)
         trainer = make_trainer(hw, max_steps=cfg.max_steps, ckpt_dir=ckpt_dir, every=cfg.checkpoint_every,
-                               callbacks=[progress], accumulate=cfg.accumulate)
+                               callbacks=[progress, *callbacks], accumulate=cfg.accumulate,
+                               log_dir=run.align_dir / "tensorboard")
         trainer.fit(module, ckpt_path=str(resume) if resume else None)
     seconds = time.time() - start
     final_loss = trainer.callback_metrics.get("train_loss")
@@ -180,30 +234,83 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None) -> Ali
     if trainer.global_rank != 0:
         raise SystemExit(0)  # only rank 0 writes the outputs
 
-    recall_after = None
+    verdict = None
     if cfg.objective == "image" and held_rows:
-        recall_after = retrieval_recall(module.cpu(), held_rows)
-        rep.log(f"held-out recall after:  a→i R@1 {recall_after['a2i_r@1']:.3f}, R@5 {recall_after['a2i_r@5']:.3f}")
-        write_json_atomic(run.align_dir / "recall.json", {"before": recall_before, "after": recall_after})
+        module = module.cpu()
+        recalls["heldout_after"] = retrieval_recall(module, held_rows)
+        recalls["train_after"] = retrieval_recall(module, train_sample)
+        verdict = recall_verdict(recalls["heldout_after"], recalls["train_after"])
+        rep.log(f"held-out recall after:  a→i R@1 {recalls['heldout_after']['a2i_r@1']:.3f}, "
+                f"R@5 {recalls['heldout_after']['a2i_r@5']:.3f}; training pairs R@1 "
+                f"{recalls['train_before']['a2i_r@1']:.3f} → {recalls['train_after']['a2i_r@1']:.3f}")
+        write_json_atomic(run.align_dir / "recall.json", {
+            "before": recalls["heldout_before"], "after": recalls["heldout_after"],
+            "train_before": recalls["train_before"], "train_after": recalls["train_after"],
+            "final_train_loss": float(final_loss) if final_loss is not None else None,
+            "chance_loss": math.log(cfg.batch_size * hw.world_size), "verdict": verdict})
+        _log_recall(trainer, recalls)
 
     bundle.state_dict = {k: v.detach().cpu().clone() for k, v in module.encoder.state_dict().items()}
+    effective = cfg.batch_size * hw.world_size  # the contrastive negatives of one step
+    budget = {"objective": cfg.objective, "loss": cfg.loss if cfg.objective == "image" else None,
+              "vision": info.get("vision") or info.get("model_id"), "max_steps": cfg.max_steps,
+              "steps": int(trainer.global_step), "batch_size": cfg.batch_size, "accumulate": cfg.accumulate,
+              "world_size": hw.world_size, "effective_batch": effective,
+              "samples_per_update": cfg.batch_size * cfg.accumulate * hw.world_size, "lr": cfg.lr,
+              "weight_decay": cfg.weight_decay, "warmup_steps": cfg.warmup_steps,
+              "schedule": f"cosine (warm-up {cfg.warmup_steps})", "init": bundle.source, "init_sha256": init_sha,
+              "manifest_sha256": inputs["align manifest"], "train_pairs": len(train_rows),
+              "freeze_layers": cfg.freeze_layers, "seed": cfg.seed, "precision": hw.precision,
+              "ssl": cfg.ssl_settings() if cfg.objective == "audio-only" else None}
     history_entry = {"stage": "align", "objective": cfg.objective, "loss": cfg.loss if cfg.objective == "image" else None,
                      "vision": info.get("vision") or info.get("model_id"), "vision_untrained": bool(info.get("untrained")),
-                     "steps": cfg.max_steps, "effective_batch": cfg.batch_size * cfg.accumulate * hw.world_size,
-                     "init": bundle.source, "run": str(run.root)}
+                     "steps": cfg.max_steps, "effective_batch": effective, "init": bundle.source, "run": str(run.root),
+                     "budget": budget}
     bundle.history = list(bundle.history) + [history_entry]
     bundle.save(run.align_dir / "encoder")
     return AlignResult(
         objective=cfg.objective, loss=cfg.loss if cfg.objective == "image" else None,
         vision=info.get("vision") or info.get("model_id"), init=bundle.source, steps=int(trainer.global_step),
-        batch_size=cfg.batch_size, effective_batch=cfg.batch_size * cfg.accumulate * hw.world_size,
+        batch_size=cfg.batch_size, effective_batch=effective,
         world_size=hw.world_size, train_pairs=len(train_rows), heldout_pairs=len(held_rows),
-        final_loss=float(final_loss) if final_loss is not None else None, recall_before=recall_before,
-        recall_after=recall_after, seconds=round(seconds, 1), step_seconds=progress.step_seconds,
+        final_loss=float(final_loss) if final_loss is not None else None, recall_before=recalls["heldout_before"],
+        recall_after=recalls.get("heldout_after"), train_recall_before=recalls["train_before"],
+        train_recall_after=recalls.get("train_after"), verdict=verdict, budget=budget,
+        seconds=round(seconds, 1), step_seconds=progress.step_seconds,
         encoder_dir=str(run.align_dir / "encoder"),
-        vision_untrained=bool(info.get("untrained", False)),
+        vision_untrained=bool(info.get("untrained", False)), init_sha256=init_sha,
+        encoder_sha256=state_sha256(bundle.state_dict),
         history=bundle.history,
     )
+
+
+def _sample(rows: list[dict], n: int, seed: int) -> list[dict]:
+    import numpy as np
+
+    if n >= len(rows):
+        return list(rows)
+    idx = np.random.default_rng([seed, 31]).choice(len(rows), size=n, replace=False)
+    return [rows[i] for i in sorted(idx)]
+
+
+def _log_recall(trainer, recalls: dict) -> None:
+    """Recall before/after into the run's TensorBoard curves (step 0 and the last step)."""
+    if not trainer.loggers:
+        return
+    for when, step in (("before", 0), ("after", int(trainer.global_step))):
+        metrics = {f"recall/{part}_{k}": v for part in ("heldout", "train")
+                   for k, v in (recalls.get(f"{part}_{when}") or {}).items() if "@" in k and not k.startswith("chance")}
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+    for logger in trainer.loggers:
+        logger.save()
+
+
+_VERDICTS = {
+    "generalises": "the alignment generalises: held-out audio→image recall is above chance",
+    "memorises": "the encoder memorises training pairs: their recall is above chance, held-out recall is not",
+    "none": "no alignment learned: recall is at chance on training and held-out pairs",
+}
 
 
 def describe(result: dict) -> str:
@@ -213,7 +320,13 @@ def describe(result: dict) -> str:
         b, a = r["recall_before"], r["recall_after"]
         line += (f"\nheld-out audio→image R@1 {b['a2i_r@1']:.3f} → {a['a2i_r@1']:.3f}, "
                  f"R@5 {b['a2i_r@5']:.3f} → {a['a2i_r@5']:.3f} (chance R@1 {a['chance_a2i_r@1']:.3f})")
+    if r.get("train_recall_after"):
+        b, a = r["train_recall_before"], r["train_recall_after"]
+        line += (f"\ntraining pairs audio→image R@1 {b['a2i_r@1']:.3f} → {a['a2i_r@1']:.3f} "
+                 f"(chance {a['chance_a2i_r@1']:.3f})")
+    if r.get("verdict"):
+        line += f"\n{_VERDICTS.get(r['verdict'], r['verdict'])}"
     return line
 
 
-__all__ = ["AlignConfig", "AlignResult", "run_align", "describe"]
+__all__ = ["AlignConfig", "AlignResult", "run_align", "describe", "recall_verdict"]

@@ -68,6 +68,7 @@ class FinetuneResult:
     seconds: float
     model: str
     model_sha256: str = ""
+    encoder_sha256: str = ""  # the starting encoder's weights (aligned or base)
     notes: list = field(default_factory=list)
 
 
@@ -93,7 +94,8 @@ def subsample_hours(rows: list[dict], hours: float, seed: int) -> list[dict]:
     return picked
 
 
-def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None) -> FinetuneResult:
+def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, callbacks=()) -> FinetuneResult:
+    """``callbacks``: extra Lightning callbacks for the fit (tests watch the real training loop with them)."""
     rep = rep or Reporter()
     cfg.validate()
     _check_inputs(run, cfg)  # before the heavy imports: bad input fails in a second, not after NeMo loads
@@ -152,13 +154,17 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None) 
                              workers=cfg.workers, spec_augment=cfg.spec_augment, max_duration=cfg.max_duration)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt_dir = ft / "checkpoints"
-    resume = checkpoints_for(ckpt_dir, asdict(cfg), rep)
+    encoder_sha = bundle.weights_sha256()
+    # a checkpoint is only resumed when it was trained on the same data from the same starting encoder
+    inputs = {"train manifest": sha256_file(train_manifest), "dev manifest": sha256_file(run.manifest("dev")),
+              "starting encoder": encoder_sha, "tokenizer": tok["vocab_sha256"]}
+    resume = checkpoints_for(ckpt_dir, asdict(cfg), rep, inputs)
     start = time.time()
     with rep.task(f"finetune ({decoder})", total=cfg.max_steps) as task:
         best = BestWeights(ckpt_dir / "best_weights.pt", metric="val_wer")
         trainer = make_trainer(hw, max_steps=cfg.max_steps, ckpt_dir=ckpt_dir, every=cfg.val_every,
-                               callbacks=[ReporterCallback(task), best], accumulate=cfg.accumulate,
-                               val_every=min(cfg.val_every, cfg.max_steps))
+                               callbacks=[ReporterCallback(task), best, *callbacks], accumulate=cfg.accumulate,
+                               val_every=min(cfg.val_every, cfg.max_steps), log_dir=ft / "tensorboard")
         model = model_class(decoder)(cfg=OmegaConf.create(model_cfg), trainer=trainer)
         if use_cpu_tdt_loss(model) and hw.accelerator == "cpu":
             rep.log("TDT loss: avasr's PyTorch implementation (NeMo's is CUDA-only)")
@@ -189,7 +195,7 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None) 
         tokenizer=tok, tokenizer_sha256=tok["vocab_sha256"],
         train_utterances=len(train_rows), train_hours=budget["train_hours"],
         best_dev_wer=best.best, steps=int(trainer.global_step), seconds=round(seconds, 1), model=str(model_path),
-        model_sha256=sha256_file(model_path), notes=notes,
+        model_sha256=sha256_file(model_path), encoder_sha256=encoder_sha, notes=notes,
     )
 
 

@@ -18,43 +18,6 @@ TINY_ALIGN = dict(max_steps=3, batch_size=6, workers=0, checkpoint_every=2, warm
 TINY_FT = dict(decoder="ctc", max_steps=3, batch_size=6, val_every=2, workers=0, warmup_steps=1)
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    """One prepared + embedded run directory, copied per test (the corpus lives in a module-wide cache)."""
-    import os
-
-    from avasr_cli.stages.embed_images import EmbedConfig, run_embed_images
-    from avasr_cli.stages.prepare import PrepareConfig, run_prepare
-
-    home = tmp_path_factory.mktemp("home")
-    old = os.environ.get("AVASR_HOME")
-    os.environ["AVASR_HOME"] = str(home)
-    try:
-        base = RunDir(tmp_path_factory.mktemp("base"))
-        cfg = PrepareConfig(num_align=30, num_train=18, num_dev=6, num_test=6)
-        run_prepare(base, cfg, None)
-        base.record_stage("prepare", cfg, {})
-        ecfg = EmbedConfig(workers=0)
-        run_embed_images(base, ecfg, None)
-        base.record_stage("embed-images", ecfg, {})
-    finally:
-        if old is None:
-            os.environ.pop("AVASR_HOME", None)
-        else:
-            os.environ["AVASR_HOME"] = old
-    return base.root, home
-
-
-@pytest.fixture
-def run(prepared, tmp_path, monkeypatch):
-    import shutil
-
-    src, home = prepared
-    monkeypatch.setenv("AVASR_HOME", str(home))
-    shutil.copytree(src, tmp_path / "run")
-    return RunDir(tmp_path / "run")
-
-
 def test_bucket_sampler_gives_equal_disjoint_deterministic_batches():
     durations = list(np.random.default_rng(0).uniform(1, 3, size=53))
     ranks = [BucketBatchSampler(durations, 4, seed=1, rank=r, world_size=2) for r in range(2)]
