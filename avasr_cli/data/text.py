@@ -2,18 +2,21 @@
 
 Cleaning (:func:`clean_transcript`, used for training text and as the first step of scoring)
 -------------------------------------------------------------------------------------------
-Vaani transcripts carry markup that is not speech. In this order:
+Vaani transcripts carry markup that is not speech. The rule follows the data as published (and the
+organisers' own scorer): tags go, the words between them stay. In this order:
 
 1. Unicode NFC.
-2. English glosses in braces are dropped, the native word kept: ``ಆಪಿಸ್{office}`` → ``ಆಪಿಸ್``.
-3. Square-bracket spans are dropped with their content: ``[...]``, ``[unclear]``.
-4. Paired tags that mark a non-speech event (:data:`NON_SPEECH_TAGS`: ``<noise>…</noise>``,
-   ``<laugh>…</laugh>``, ``<music>…</music>`` …) are dropped with their content. Every other tag is
-   dropped but the words between a pair are kept (``<pause>ಹೌದು</pause>`` → ``ಹೌದು``): words inside
-   ``<pause>``, ``<overlap>`` or language tags were spoken, and a reference without them would charge a
-   correct hypothesis with insertions. Standalone tags (``<noise>``, ``<pause>``, ``<noise/>``) vanish.
-5. Runs of two or more hyphens (``--``, the truncation mark) become a space; the truncated word
-   fragment before them is kept, because it was spoken.
+2. Corrected or English forms in braces after a native-script word are dropped, the native word kept:
+   ``ಆಪಿಸ್{office}`` → ``ಆಪಿಸ್``.
+3. Square-bracket spans are speaker sounds and are dropped with their content: ``[breathing]``,
+   ``[inhaling]``, ``[...]``.
+4. Every tag is dropped and nothing else: tag pairs *wrap spoken words* (``<noise>ಹೌದು ಸರಿ</noise>``,
+   ``<people talking> … </people talking>``, ``<static noise>``, ``<wind noise>``, any name of one or
+   more words), so the words inside are kept; empty pairs (``<horn> </horn>``, ``<pause></pause>``),
+   lone and self-closing tags (``<PAUSE>``, ``<noise/>``) mark a point in time and vanish. Because only
+   the tags go, a transcript gives the same text whether or not its closing tag is present.
+5. Runs of two or more hyphens (``--``, the incomplete-utterance mark) become a space; the word fragment
+   before them is kept, because it was spoken.
 6. Stray markup characters left by unbalanced markup (``{ } [ ] < >``) are removed, whitespace is
    collapsed. Markup-only text gives ``""``.
 
@@ -45,27 +48,14 @@ from avasr_cli.errors import ConfigError
 
 NORMALIZATION = "avasr-indic-v1"
 
-# Tags whose paired span is a non-speech event: their content is a description, not words.
-NON_SPEECH_TAGS = frozenset({
-    "noise", "music", "laugh", "laughter", "cough", "breath", "breathing", "sneeze", "sigh", "cry", "crying",
-    "babble", "horn", "ring", "beep", "bark", "click", "lipsmack", "static", "silence", "sil", "no-speech",
-    "nospeech", "no_speech", "background", "bg", "bn", "unintelligible", "inaudible", "unclear", "unk",
-    "overlap_noise", "hum", "applause", "vehicle", "traffic", "wind", "baby_crying",
-})
-
 _BRACES = re.compile(r"\{[^{}]*\}")
 _BRACKETS = re.compile(r"\[[^\[\]]*\]")
-_PAIRED = re.compile(r"<\s*([A-Za-z][\w:.\-]*)[^<>]*>(.*?)<\s*/\s*\1\s*>", re.DOTALL | re.IGNORECASE)
 _TAG = re.compile(r"<\s*/?\s*[A-Za-z][^<>]*>")
 _DASHES = re.compile(r"-{2,}")
 _STRAY = re.compile(r"[{}\[\]<>]")
 _SPACES = re.compile(r"\s+")
 _ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
 _APOSTROPHE = re.compile(r"(?<=\w)['\u2019\u02bc](?=\w)")
-
-
-def _drop_non_speech(match: re.Match) -> str:
-    return " " if match.group(1).lower() in NON_SPEECH_TAGS else f" {match.group(2)} "
 
 
 def clean_transcript(raw: str, lang: str | None = None) -> str:
@@ -76,13 +66,7 @@ def clean_transcript(raw: str, lang: str | None = None) -> str:
     text = unicodedata.normalize("NFC", str(raw))
     text = _BRACES.sub(" ", text)
     text = _BRACKETS.sub(" ", text)
-    # innermost pairs first: repeat until no non-speech pair remains
-    for _ in range(8):
-        new = _PAIRED.sub(_drop_non_speech, text)
-        if new == text:
-            break
-        text = new
-    text = _TAG.sub(" ", text)
+    text = _TAG.sub(" ", text)  # opening, closing, empty and lone tags alike; the words between them stay
     text = _DASHES.sub(" ", text)
     text = _STRAY.sub(" ", text)
     return _SPACES.sub(" ", text).strip()

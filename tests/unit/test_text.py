@@ -25,9 +25,60 @@ def test_hindi_pause_span_keeps_words_and_noise_goes():
     assert clean_transcript(raw) == "मैं कल बाज़ार गया था।"
 
 
-def test_non_speech_pair_is_dropped_with_its_content():
-    assert clean_transcript("<laugh>हा हा</laugh> हाँ ठीक है") == "हाँ ठीक है"
-    assert clean_transcript("ಹೌದು <Noise>ಬಸ್ ಶಬ್ದ</Noise> ಸರಿ") == "ಹೌದು ಸರಿ"
+# Real-shaped Vaani transcripts of every markup style (issue 14): tag pairs wrap spoken words (kept), empty
+# pairs and lone tags mark a point in time, [..] is a speaker sound, {..} after a native word is its
+# corrected/English form, a trailing -- marks an incomplete utterance.
+STYLES = [
+    # (raw, cleaned)
+    ("<noise>ಹೌದು ಸರಿ</noise>", "ಹೌದು ಸರಿ"),  # a whole utterance inside a noise pair
+    ("ಹೌದು <Noise>ಬಸ್ ಬಂತು</Noise> ಸರಿ", "ಹೌದು ಬಸ್ ಬಂತು ಸರಿ"),
+    ("ಅವರು <people talking>ಬಂದರು ಇಲ್ಲಿ</people talking> ಹೋದರು", "ಅವರು ಬಂದರು ಇಲ್ಲಿ ಹೋದರು"),  # multi-word tag
+    ("<static noise>ಮನೆ ಇದೆ</static noise>", "ಮನೆ ಇದೆ"),
+    ("<wind noise> ಗಾಳಿ ಬೀಸುತ್ತಿದೆ </wind noise>", "ಗಾಳಿ ಬೀಸುತ್ತಿದೆ"),
+    ("ಹೌದು <horn> </horn> ಸರಿ", "ಹೌದು ಸರಿ"),  # point tags
+    ("ನೀಲಿ <pause></pause> ಆಕಾಶ <PAUSE>", "ನೀಲಿ ಆಕಾಶ"),
+    ("[breathing] ಮರ [inhaling] ಇದೆ", "ಮರ ಇದೆ"),
+    ("ನಮ್ಮ ಆಪಿಸ್{office} ಹತ್ತಿರ", "ನಮ್ಮ ಆಪಿಸ್ ಹತ್ತಿರ"),
+    ("ಅವರು ಹೋಗಿ--", "ಅವರು ಹೋಗಿ"),
+    ("<noise>यह मेरा गाँव है</noise>", "यह मेरा गाँव है"),
+    ("हाँ <laugh>हा हा</laugh> ठीक है", "हाँ हा हा ठीक है"),
+    ("वो <people talking>बाज़ार गए</people talking> थे", "वो बाज़ार गए थे"),
+    ("<static noise>खेत में</static noise> <wind noise>पेड़ है</wind noise>", "खेत में पेड़ है"),
+    ("गाड़ी <horn> </horn> आई <pause></pause> फिर <PAUSE> गई", "गाड़ी आई फिर गई"),
+    ("[breathing] मैं स्कूल{school} [inhaling] गया", "मैं स्कूल गया"),
+    ("हम लोग वहाँ जा--", "हम लोग वहाँ जा"),
+]
+
+
+IDS = [f"style{i}" for i in range(len(STYLES))]
+
+
+@pytest.mark.parametrize("raw, cleaned", STYLES, ids=IDS)
+def test_every_vaani_markup_style(raw, cleaned):
+    assert clean_transcript(raw) == cleaned
+
+
+@pytest.mark.parametrize("raw, cleaned", STYLES, ids=IDS)
+def test_missing_closing_tag_gives_the_same_text(raw, cleaned):
+    """Shared transcripts of the two Vaani datasets can differ only by a closing tag."""
+    without = raw
+    for closing in ("</noise>", "</Noise>", "</people talking>", "</static noise>", "</wind noise>", "</laugh>",
+                    "</horn>", "</pause>"):
+        without = without.replace(closing, "")
+    assert clean_transcript(without) == clean_transcript(raw)
+
+
+def test_scoring_follows_the_same_tag_rule():
+    from avasr_cli.report.metrics import score
+
+    for raw, cleaned in STYLES:
+        assert normalize_for_scoring(raw) == normalize_for_scoring(cleaned)
+    refs = ["<noise>ಹೌದು ಸರಿ</noise>", "ಅವರು <people talking>ಬಂದರು ಇಲ್ಲಿ</people talking> ಹೋದರು"]
+    result = score(refs, ["ಹೌದು ಸರಿ", "ಅವರು ಬಂದರು ಇಲ್ಲಿ ಹೋದರು"], utt_ids=["a", "b"], lang="kannada")
+    assert result["wer"] == 0.0 and result["words"]["insertions"] == 0
+
+
+def test_self_closing_and_lone_tags_vanish():
     assert clean_transcript("ಹೌದು <noise/> ಸರಿ <music>") == "ಹೌದು ಸರಿ"
 
 
