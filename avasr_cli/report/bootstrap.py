@@ -15,6 +15,22 @@ are correlated):
 * The two-sided p-value is ``min(1, 2 * min(P(delta* <= 0), P(delta* >= 0)))`` over the resampled deltas
   ``delta*``: twice the fraction on the far side of zero, clipped to 1. ``0.0`` means fewer than
   ``1 / n_resamples``; identical systems give 1.
+
+Two levels (:func:`seed_speaker_bootstrap`), for systems trained with several seeds each:
+
+* System ``k`` is ``S_k`` training runs (seeds) scored on the same utterances. Its WER is the mean over
+  its seeds of each seed's corpus WER; ``delta`` is the difference of those means.
+* Each resample draws the test speakers once for all systems (paired, exactly the one-level draw above
+  for the same ``seed``) and, for each system separately, ``S_k`` of its seeds with replacement (from
+  ``numpy.random.default_rng([seed, k + 1])``, see :func:`seed_counts`). The resampled WER of system ``k``
+  is the mean over its drawn seeds of that seed's WER on the drawn speakers.
+* Seeds are drawn independently per system, never paired by seed number: a seed number need not mean
+  the same thing in two systems (a seed of an aligned run also drives alignment), independent draws
+  assume nothing about it, work when the seed sets differ, and are the wider (cautious) choice when
+  seed effects are shared. Per-seed differences are reported beside the interval instead.
+* A system with one seed has nothing to draw: with one seed in every system the results are exactly
+  those of :func:`paired_bootstrap_many` for the same ``seed``. With few seeds the seed level is coarse
+  (3 seeds give 10 distinct draws) and, like any bootstrap of a small sample, somewhat too narrow.
 """
 
 from __future__ import annotations
@@ -45,6 +61,13 @@ def group_index(groups: Sequence | None, n: int) -> tuple[np.ndarray, int]:
     return out, len(ids)
 
 
+def _draw_counts(rng: np.random.Generator, rows: int, n: int) -> np.ndarray:
+    """``rows × n`` counts of how often each of ``n`` items is drawn in ``n`` draws with replacement."""
+    idx = rng.integers(0, n, size=(rows, n))
+    flat = (idx + (np.arange(rows, dtype=np.int64) * n)[:, None]).ravel()
+    return np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(np.float64)
+
+
 def iter_resample_counts(n_groups: int, n_resamples: int, seed: int) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(first_row, counts)`` chunks of the ``n_resamples × n_groups`` matrix counting how often each
     group is drawn in each resample (chunked to bound memory; the same seed gives the same matrix)."""
@@ -52,10 +75,13 @@ def iter_resample_counts(n_groups: int, n_resamples: int, seed: int) -> Iterator
     chunk = max(1, _CHUNK_CELLS // max(n_groups, 1))
     for start in range(0, n_resamples, chunk):
         rows = min(chunk, n_resamples - start)
-        idx = rng.integers(0, n_groups, size=(rows, n_groups))
-        flat = (idx + (np.arange(rows, dtype=np.int64) * n_groups)[:, None]).ravel()
-        counts = np.bincount(flat, minlength=rows * n_groups).reshape(rows, n_groups)
-        yield start, counts.astype(np.float64)
+        yield start, _draw_counts(rng, rows, n_groups)
+
+
+def seed_counts(n_seeds: int, n_resamples: int, seed: int, system: int) -> np.ndarray:
+    """The ``n_resamples × n_seeds`` counts of how often each seed of system ``system`` is drawn in each
+    resample of :func:`seed_speaker_bootstrap` (its own stream, so speaker draws stay those of ``seed``)."""
+    return _draw_counts(np.random.default_rng([seed, system + 1]), n_resamples, n_seeds)
 
 
 def resample_counts(n_groups: int, n_resamples: int, seed: int) -> np.ndarray:
@@ -96,38 +122,67 @@ def paired_bootstrap_many(
     carries ``wer`` / ``wer_ci_low`` / ``wer_ci_high`` for system ``b`` and ``baseline_wer`` /
     ``baseline_ci_low`` / ``baseline_ci_high``."""
     ea = np.asarray(err_a, dtype=np.float64)
-    na = np.asarray(n_a, dtype=np.float64)
     eb = np.asarray(err_bs, dtype=np.float64).reshape(-1, len(ea))
-    nb = np.asarray(n_bs, dtype=np.float64).reshape(-1, len(ea))
-    if na.shape != ea.shape or eb.shape != nb.shape:
+    nb = np.asarray(n_bs, dtype=np.float64)
+    if nb.size != eb.size:
+        raise ValueError("errors and reference lengths must have the same shapes")
+    return seed_speaker_bootstrap([ea[None]] + [e[None] for e in eb], [np.asarray(n_a, dtype=np.float64)[None]]
+                                  + [n[None] for n in nb.reshape(eb.shape)], groups, n_resamples=n_resamples, seed=seed)
+
+
+def seed_speaker_bootstrap(
+    errs: Sequence,
+    words: Sequence,
+    groups: Sequence | None,
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> list[dict]:
+    """Two-level paired bootstrap (seeds within each system, speakers shared; see the module docstring)
+    of every system ``k >= 1`` against system 0.
+
+    ``errs[k]`` and ``words[k]`` are ``S_k × n`` per-seed, per-utterance word errors and reference words
+    of system ``k`` (``S_k >= 1``), every system on the same ``n`` utterances in the same order; ``groups``
+    the utterances' speakers. Returns one dict per system ``k >= 1`` with the keys of
+    :func:`paired_bootstrap_many`; ``delta`` and ``wer`` are means over seeds of per-seed corpus WERs."""
+    es = [np.atleast_2d(np.asarray(e, dtype=np.float64)) for e in errs]
+    ns = [np.atleast_2d(np.asarray(w, dtype=np.float64)) for w in words]
+    if len(es) < 2 or len(ns) != len(es):
+        raise ValueError("need a baseline and at least one system, with errors and reference lengths for each")
+    n = es[0].shape[1]
+    if any(e.shape != w.shape or e.shape[1] != n or e.shape[0] < 1 for e, w in zip(es, ns)):
         raise ValueError("errors and reference lengths must have the same shapes")
     if n_resamples < 1:
         raise ValueError("n_resamples must be at least 1")
-    inv, n_groups = group_index(groups, len(ea))
-    k = eb.shape[0]
-    # per-group sums: columns (err_a, n_a, err_b1, n_b1, ...)
-    cols = np.empty((len(ea), 2 * (k + 1)))
-    cols[:, 0], cols[:, 1] = ea, na
-    cols[:, 2::2], cols[:, 3::2] = eb.T, nb.T
+    inv, n_groups = group_index(groups, n)
+    # per-group sums: columns (errors, words) for every seed of every system, system 0 first
+    cols = np.empty((n, 2 * sum(len(e) for e in es)))
+    cols[:, 0::2] = np.concatenate(es).T
+    cols[:, 1::2] = np.concatenate(ns).T
     sums = np.empty((n_groups, cols.shape[1]))
     for c in range(cols.shape[1]):
         sums[:, c] = np.bincount(inv, weights=cols[:, c], minlength=n_groups)
-
+    bounds = np.cumsum([0] + [len(e) for e in es])
     total = sums.sum(axis=0)
-    wer_full = _ratio(total[0::2], total[1::2])  # (k + 1,)
+    run_wers = _ratio(total[0::2], total[1::2])
+    wer_full = [float(run_wers[a:b].mean()) for a, b in zip(bounds[:-1], bounds[1:])]
 
-    wers = np.empty((n_resamples, k + 1))
+    draws = [None if len(e) == 1 else seed_counts(len(e), n_resamples, seed, k) / len(e) for k, e in enumerate(es)]
+    wers = np.empty((n_resamples, len(es)))
     for start, counts in iter_resample_counts(n_groups, n_resamples, seed):
-        wers[start:start + len(counts)] = resampled_wers(counts, sums)
+        w = resampled_wers(counts, sums)  # R × (all seeds): each seed's WER on the drawn speakers
+        stop = start + len(counts)
+        for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+            wers[start:stop, k] = w[:, a] if draws[k] is None else (w[:, a:b] * draws[k][start:stop]).sum(axis=1)
 
     base = wers[:, 0]
     b_lo, b_hi = np.percentile(base, [2.5, 97.5])
     results = []
-    for j in range(k):
-        res = _summary(wer_full[j + 1] - wer_full[0], wers[:, j + 1] - base)
-        lo, hi = np.percentile(wers[:, j + 1], [2.5, 97.5])
-        res.update(wer=float(wer_full[j + 1]), wer_ci_low=float(lo), wer_ci_high=float(hi),
-                   baseline_wer=float(wer_full[0]), baseline_ci_low=float(b_lo), baseline_ci_high=float(b_hi))
+    for k in range(1, len(es)):
+        res = _summary(wer_full[k] - wer_full[0], wers[:, k] - base)
+        lo, hi = np.percentile(wers[:, k], [2.5, 97.5])
+        res.update(wer=wer_full[k], wer_ci_low=float(lo), wer_ci_high=float(hi),
+                   baseline_wer=wer_full[0], baseline_ci_low=float(b_lo), baseline_ci_high=float(b_hi))
         results.append(res)
     return results
 

@@ -98,12 +98,17 @@ def test_unknown_speakers_are_their_own_groups():
     assert none == unknown == unique
 
 
-def test_many_systems_share_one_draw():
+def _three_systems():
+    """A baseline and three systems on 100 utterances of 9 speakers."""
     rng = np.random.default_rng(1)
     words = rng.integers(1, 15, 100)
     ea = rng.binomial(words, 0.3)
     ebs = [rng.binomial(words, p) for p in (0.2, 0.3, 0.4)]
-    spk = [f"s{i % 9}" for i in range(100)]
+    return words, ea, ebs, [f"s{i % 9}" for i in range(100)]
+
+
+def test_many_systems_share_one_draw():
+    words, ea, ebs, spk = _three_systems()
     many = paired_bootstrap_many(ea, words, ebs, [words] * 3, spk, n_resamples=250, seed=4)
     single = [paired_bootstrap(ea, words, eb, words, spk, n_resamples=250, seed=4) for eb in ebs]
     assert many == single
@@ -133,3 +138,89 @@ def test_bad_input():
         paired_bootstrap([1], [3], [1], [3], ["a", "b"])
     with pytest.raises(ValueError):
         paired_bootstrap([1], [3], [1], [3], None, n_resamples=0)
+
+
+# ---------------------------------------------------------------- two levels: seeds and speakers (#12.5)
+def _seed_systems(rng, n, offsets_a, offsets_b, p_a=0.3, p_b=0.25):
+    """Per-seed errors (S × n) of two systems whose seeds shift the error rate by ``offsets``."""
+    words = rng.integers(1, 15, n)
+    ea = np.array([rng.binomial(words, p_a + o) for o in offsets_a])
+    eb = np.array([rng.binomial(words, p_b + o) for o in offsets_b])
+    return words, ea, eb
+
+
+def test_two_level_with_one_seed_each_is_the_one_level_bootstrap():
+    from avasr_cli.report.bootstrap import seed_speaker_bootstrap
+
+    words, ea, ebs, spk = _three_systems()
+    many = paired_bootstrap_many(ea, words, ebs, [words] * 3, spk, n_resamples=250, seed=4)
+    two = seed_speaker_bootstrap([[ea]] + [[e] for e in ebs], [[words]] * 4, spk, n_resamples=250, seed=4)
+    assert two == many  # identical numbers, not merely close
+
+
+def test_two_level_matches_a_loop_over_the_documented_draws():
+    """Every resample, written out: speakers from resample_counts(seed), seeds of system k from
+    seed_counts(S_k, R, seed, k); a system's WER is the mean over its drawn seeds of that seed's WER."""
+    from avasr_cli.report.bootstrap import seed_counts, seed_speaker_bootstrap
+
+    seeds_a = [[1, 2, 3, 1, 1, 2], [2, 2, 4, 2, 1, 3]]
+    seeds_b = [[0, 1, 1, 1, 2, 1], [1, 0, 2, 0, 1, 1], [3, 3, 3, 3, 3, 3]]
+    errs = [np.array(seeds_a, float), np.array(seeds_b, float)]
+    words = [np.full((2, 6), 5.0), np.full((3, 6), 5.0)]
+    r = 300
+    spk_counts = resample_counts(3, r, seed=9)
+    draws = [seed_counts(2, r, 9, 0), seed_counts(3, r, 9, 1)]
+    assert draws[0].shape == (r, 2) and (draws[1].sum(axis=1) == 3).all()
+    inv, _ = group_index(GROUPS, 6)
+    deltas, wers_b = [], []
+    for i in range(r):
+        w = spk_counts[i][inv]  # how often each utterance is drawn (its speaker's count)
+        per_system = []
+        for k in range(2):
+            seed_wers = [(w * errs[k][s]).sum() / (w * words[k][s]).sum() for s in range(len(errs[k]))]
+            per_system.append(sum(draws[k][i][s] * seed_wers[s] for s in range(len(seed_wers))) / len(seed_wers))
+        deltas.append(per_system[1] - per_system[0])
+        wers_b.append(per_system[1])
+    res = seed_speaker_bootstrap(errs, words, GROUPS, n_resamples=r, seed=9)[0]
+    lo, hi = np.percentile(deltas, [2.5, 97.5])
+    assert res["ci_low"] == pytest.approx(lo) and res["ci_high"] == pytest.approx(hi)
+    assert res["p_value"] == pytest.approx(min(1.0, 2 * min(np.mean(np.array(deltas) <= 0), np.mean(np.array(deltas) >= 0))))
+    assert (res["wer_ci_low"], res["wer_ci_high"]) == pytest.approx(tuple(np.percentile(wers_b, [2.5, 97.5])))
+    mean_wer = [np.mean([e.sum() / 30 for e in errs[k]]) for k in range(2)]
+    assert res["delta"] == pytest.approx(mean_wer[1] - mean_wer[0]) and res["wer"] == pytest.approx(mean_wer[1])
+
+
+def test_seed_variance_widens_the_two_level_interval():
+    from avasr_cli.report.bootstrap import seed_speaker_bootstrap
+
+    rng = np.random.default_rng(5)
+    n = 400
+    spk = [f"s{i % 40}" for i in range(n)]
+    words, ea, eb = _seed_systems(rng, n, (-0.15, 0.0, 0.15), (-0.15, 0.0, 0.15))
+    two = seed_speaker_bootstrap([ea, eb], [[words] * 3] * 2, spk, n_resamples=1000, seed=0)[0]
+    one = paired_bootstrap(ea.mean(axis=0), words, eb.mean(axis=0), words, spk, n_resamples=1000, seed=0)
+    assert two["delta"] == pytest.approx(one["delta"])
+    assert two["ci_high"] - two["ci_low"] > 3 * (one["ci_high"] - one["ci_low"])
+    # seeds that barely differ: both intervals are about the speaker-only one
+    words, ea, eb = _seed_systems(rng, n, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
+    two = seed_speaker_bootstrap([ea, eb], [[words] * 3] * 2, spk, n_resamples=1000, seed=0)[0]
+    one = paired_bootstrap(ea.mean(axis=0), words, eb.mean(axis=0), words, spk, n_resamples=1000, seed=0)
+    assert two["ci_high"] - two["ci_low"] < 2 * (one["ci_high"] - one["ci_low"])
+
+
+def test_two_level_bad_input_and_speed():
+    import time
+
+    from avasr_cli.report.bootstrap import seed_speaker_bootstrap
+
+    with pytest.raises(ValueError):
+        seed_speaker_bootstrap([[[1, 2]], [[1]]], [[[3, 4]], [[3]]], None)
+    with pytest.raises(ValueError):
+        seed_speaker_bootstrap([[[1, 2]]], [[[3, 4]]], None)  # one system: nothing to compare
+    rng = np.random.default_rng(0)
+    n = 10_000
+    words = rng.integers(1, 30, n)
+    errs = [rng.binomial(words, 0.3, size=(5, n)) for _ in range(10)]
+    t = time.perf_counter()
+    seed_speaker_bootstrap(errs, [np.tile(words, (5, 1))] * 10, [f"s{i % 400}" for i in range(n)], n_resamples=1000)
+    assert time.perf_counter() - t < 2.0
