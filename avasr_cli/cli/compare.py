@@ -22,10 +22,15 @@ def register(app: typer.Typer) -> None:
         resamples: Annotated[int, typer.Option("--resamples", help="Bootstrap resamples (0: no test).")] = 1000,
         seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
     ) -> None:
-        """Compare finished runs: WER/CER per split, ΔWER against a baseline with a paired speaker bootstrap
+        """Compare finished runs: WER/CER per split, ΔWER against a baseline with a paired bootstrap
         (95% interval, p-value), seeds of one arm grouped as mean ± std.
 
-        Stops if the runs were scored on different test sets; flags different budgets, tokenizers, hours.
+        The bootstrap resamples test speakers and, where an arm has several seeds, its training seeds too
+        (seed×speaker interval); per-seed differences are listed for the seeds two arms share.
+
+        Stops if the runs were scored on different test sets; flags different fine-tuning budgets,
+        tokenizers, hours, and continued-pretraining budgets that differ between the align arms
+        (align-budget: steps, batches, lr, schedule, starting encoder, align manifest).
 
         Reads run.json and reports/ only, never a model; --format json prints rows and flags for scripts.
 

@@ -1,7 +1,10 @@
 """Render a :class:`~avasr_cli.stages.compare.CompareResult`: rich table, Markdown, CSV, JSON, and a plot.
 
 WER/CER are shown in percent; ΔWER and its interval in percentage points (negative = better than the
-baseline). ``x ± s`` is the mean and sample standard deviation over a row's seeds.
+baseline). ``x ± s`` is the mean and sample standard deviation over a row's seeds. "CI over" says what the
+interval resamples: ``seed×speaker`` (training seeds and test speakers) or ``speaker`` (test speakers
+only, one seed per side); "Δ per seed" lists WER(row, seed) − WER(baseline, seed) for the seeds both
+share, when they share two or more.
 """
 
 from __future__ import annotations
@@ -70,11 +73,20 @@ def columns(result, compact: bool = False) -> list[tuple[str, str]]:
     cols = [("Run(s)", "_runs"), ("Arm", "label")]
     if not compact:
         cols += [("Objective", "objective"), ("Vision", "vision"), ("Loss", "loss")]
-    cols += [("Init", "init"), ("Train h", "train_hours"), ("Budget (steps × batch)", "budget")]
+    cols += [("Init", "init"), ("Train h", "train_hours"), ("Budget (steps × batch)", "budget"),
+             ("Align (steps × batch)", "align_steps_batch")]
     for s in result.splits:
         cols += [(f"WER {s} %", f"_wer_{s}"), (f"CER {s} %", f"_cer_{s}")]
-    cols += [("ΔWER pp", "_delta"), ("95% CI", "_ci"), ("p", "_p"), ("Flags", "_flags")]
+    cols += [("ΔWER pp", "_delta"), ("95% CI", "_ci"), ("CI over", "_interval"), ("p", "_p"),
+             ("Δ per seed pp", "_seed_deltas"), ("Flags", "_flags")]
     return cols
+
+
+def _seed_deltas_cell(row: dict) -> str:
+    deltas = row.get("seed_deltas") or []
+    if len(deltas) < 2:  # one shared seed: that is the ΔWER column
+        return DASH
+    return ", ".join(f"s{d['seed']} {_pp(d['delta'])}" for d in deltas)
 
 
 def cells(result, row: dict, compact: bool = False) -> list[str]:
@@ -89,8 +101,12 @@ def cells(result, row: dict, compact: bool = False) -> list[str]:
             out.append("baseline" if row["baseline"] else _pp(row["delta_wer"]))
         elif key == "_ci":
             out.append(DASH if row["ci_low"] is None else f"[{_pp(row['ci_low'])}, {_pp(row['ci_high'])}]")
+        elif key == "_interval":
+            out.append(DASH if row["baseline"] or row["ci_low"] is None else _text(row.get("interval")))
         elif key == "_p":
             out.append(_p(row["p_value"], result.n_resamples))
+        elif key == "_seed_deltas":
+            out.append(_seed_deltas_cell(row))
         elif key == "_flags":
             out.append(", ".join(row["flags"]) or "")
         else:
@@ -98,30 +114,45 @@ def cells(result, row: dict, compact: bool = False) -> list[str]:
     return out
 
 
+def _interval_kinds(result) -> set[str]:
+    return {r["interval"] for r in result.rows if not r["baseline"] and r["ci_low"] is not None and r.get("interval")}
+
+
 def _caption(result) -> str:
     base = f"baseline: {result.baseline}" if result.baseline else "no baseline"
-    test = (f"paired speaker bootstrap, {result.n_resamples} resamples, seed {result.seed}"
+    kinds = _interval_kinds(result)
+    what = {"seed×speaker": "training seeds and test speakers resampled",
+            "speaker": "test speakers resampled"}.get(next(iter(kinds)) if len(kinds) == 1 else "",
+                                                      "'CI over' says what is resampled")
+    test = (f"paired bootstrap ({what}), {result.n_resamples} resamples, seed {result.seed}"
             if result.n_resamples else "no bootstrap")
     return f"split {result.split}; {base}; {test}"
 
 
+def _compact(result) -> tuple[list[tuple[str, str]], list[list[str]]]:
+    """Columns and cells of the terminal table: columns empty in every row are left out, and so is
+    "CI over" when every row has the same kind of interval (the caption then names it)."""
+    cols = columns(result, compact=True)
+    body = [cells(result, row, compact=True) for row in result.rows]
+    keep = [j for j in range(len(cols)) if any(r[j] not in (DASH, "") for r in body)
+            and not (cols[j][1] == "_interval" and len(_interval_kinds(result)) == 1)]
+    return [cols[j] for j in keep], [[r[j] for j in keep] for r in body]
+
+
 # ------------------------------------------------------------------------------------------- formats
 def to_rich(result):
-    """A rich Table (compact columns); columns empty in every row (e.g. no flags) are left out."""
+    """A rich Table (compact columns, see :func:`_compact`)."""
     from rich.table import Table
     from rich.text import Text
 
     table = Table(title="avasr compare", caption=_caption(result), show_lines=False, header_style="bold")
-    cols = columns(result, compact=True)
-    body = [cells(result, row, compact=True) for row in result.rows]
-    keep = [j for j in range(len(cols)) if any(r[j] not in (DASH, "") for r in body)]
-    for j in keep:
-        header, key = cols[j]
-        numeric = key.startswith(("_wer", "_cer", "_delta", "_ci", "_p")) or key == "train_hours"
+    cols, body = _compact(result)
+    for header, key in cols:
+        numeric = key.startswith(("_wer", "_cer", "_delta", "_ci", "_p", "_seed")) or key == "train_hours"
         table.add_column(header, justify="right" if numeric else "left", overflow="fold",
                          min_width=None if numeric else 6)
     for row, values in zip(result.rows, body):
-        table.add_row(*(Text(values[j]) for j in keep), style="bold" if row["baseline"] else None)
+        table.add_row(*map(Text, values), style="bold" if row["baseline"] else None)
     return table
 
 
@@ -129,10 +160,8 @@ def table_width(result) -> int:
     """The width the terminal table needs so that no cell wraps."""
     from rich.cells import cell_len
 
-    cols = columns(result, compact=True)
-    body = [cells(result, row, compact=True) for row in result.rows]
-    widths = [max([cell_len(cols[j][0])] + [cell_len(r[j]) for r in body]) for j in range(len(cols))
-              if any(r[j] not in (DASH, "") for r in body)]
+    cols, body = _compact(result)
+    widths = [max([cell_len(cols[j][0])] + [cell_len(r[j]) for r in body]) for j in range(len(cols))]
     return sum(w + 3 for w in widths) + 1
 
 
@@ -166,7 +195,9 @@ def to_csv(result) -> str:
     for row in result.rows:
         flat = {}
         for k, v in row.items():
-            if isinstance(v, list):
+            if isinstance(v, dict) or (isinstance(v, list) and any(isinstance(x, dict) for x in v)):
+                v = json.dumps(v, ensure_ascii=False) if v else ""
+            elif isinstance(v, list):
                 v = (";" if k == "flags" else " ").join("" if x is None else str(x) for x in v)
             flat[k] = "" if v is None else v
         writer.writerow(flat)
@@ -232,7 +263,8 @@ def plot_compare(result, path: str) -> None:
     many = len(rows) > 6
     ax.set_xticklabels(ticks, rotation=30 if many else 0, ha="right" if many else "center", fontsize=8)
     ax.set_ylabel(f"WER on {split} (%)")
-    ax.set_title(f"WER per arm (95% CI, {result.n_resamples} speaker resamples)" if result.n_resamples else "WER per arm")
+    over = "seed×speaker" if any(r.get("interval") == "seed×speaker" for r in rows) else "speaker"
+    ax.set_title(f"WER per arm (95% CI, {result.n_resamples} {over} resamples)" if result.n_resamples else "WER per arm")
     tops = [max([r[f"wer_{split}"]] + [w for w in r["run_wers"] if w is not None]
                 + ([r["wer_ci_high"]] if r["wer_ci_high"] is not None else []))
             for r in rows if r.get(f"wer_{split}") is not None]

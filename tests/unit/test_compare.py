@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import subprocess
@@ -25,20 +26,46 @@ SPEAKERS = [f"spk{i % 8}" for i in range(N_UTTS)]
 REF_WORDS = [4 + i % 5 for i in range(N_UTTS)]
 
 
+def align_budget(arm: str, seed: int, **over) -> dict:
+    """``stages.align.result.budget`` as ``avasr align`` records it (the same budget for both objectives)."""
+    image = arm != "audio-only"
+    budget = {"objective": "image" if image else "audio-only", "loss": "infonce" if image else None,
+              "vision": "siglip2" if image else None, "max_steps": 500, "steps": 500, "batch_size": 16,
+              "accumulate": 1, "world_size": 1, "effective_batch": 16, "samples_per_update": 16, "lr": 0.001,
+              "weight_decay": 0.001, "warmup_steps": 30, "schedule": "cosine (warm-up 30)", "init": "tiny",
+              # the starting encoder is the seeded random init: the same per seed in every arm
+              "init_sha256": hashlib.sha256(f"tiny-{seed}".encode()).hexdigest(), "manifest_sha256": "m" * 64,
+              "train_pairs": 720, "freeze_layers": 0, "seed": seed, "precision": "32",
+              "ssl": None if image else {"mask_prob": 0.5, "block_size": 4, "num_codes": 64}}
+    budget.update(over)
+    return budget
+
+
 def make_run(root: Path, name: str, *, arm: str = "direct", seed: int = 0, p_err: float = 0.3,
              manifest_sha: str | None = "a" * 64, splits=("test",), max_steps: int = 1000, hours: float = 2.0,
              tokenizer: str = "t" * 64, utterances: bool = True, vision: str = "siglip2", loss: str = "infonce",
-             hours_asked: float | None = None) -> Path:
-    """A finished run directory with synthetic per-utterance errors (deterministic in name and seed)."""
+             hours_asked: float | None = None, align: dict | None = None, legacy_align: bool = False) -> Path:
+    """A finished run directory with synthetic per-utterance errors (deterministic in name and seed).
+
+    ``align`` overrides keys of the recorded align budget; ``legacy_align`` writes run.json as align did
+    before it recorded a budget (config and a few result fields only; ``align`` then overrides the config)."""
     run = root / name
     (run / "reports").mkdir(parents=True)
     stages: dict = {"prepare": {"config": {"lang": "kannada", "source": "builtin", "seed": 0}, "result": {}}}
     if arm != "direct":
         objective = "audio-only" if arm == "audio-only" else "image"
-        stages["align"] = {"config": {"objective": objective, "vision": "auto", "loss": loss, "max_steps": 500,
-                                      "batch_size": 16, "init": "auto", "seed": seed},
-                           "result": {"objective": objective, "vision": None if arm == "audio-only" else vision,
-                                      "loss": None if arm == "audio-only" else loss, "init": "tiny", "effective_batch": 16}}
+        acfg = {"objective": objective, "vision": "auto", "loss": loss, "max_steps": 500, "batch_size": 16,
+                "accumulate": 1, "lr": 0.001, "weight_decay": 0.001, "warmup_steps": 30, "freeze_layers": 0,
+                "init": "auto", "seed": seed}
+        ares = {"objective": objective, "vision": None if arm == "audio-only" else vision,
+                "loss": None if arm == "audio-only" else loss, "init": "tiny", "steps": 500, "batch_size": 16,
+                "effective_batch": 16, "world_size": 1}
+        if legacy_align:  # then effective_batch meant samples per update: batch × accumulate × world
+            acfg.update(align or {})
+            ares["effective_batch"] = acfg["batch_size"] * acfg["accumulate"]
+        else:
+            ares["budget"] = align_budget(arm, seed, **{"vision": ares["vision"], "loss": ares["loss"], **(align or {})})
+        stages["align"] = {"config": acfg, "result": ares}
     budget = {"max_steps": max_steps, "batch_size": 8, "effective_batch": 8, "lr": 0.001, "schedule": "cosine",
               "seed": seed, "train_hours": hours, "decoder": "ctc"}
     stages["finetune"] = {"config": {"decoder": "ctc", "seed": seed, "init": "auto", "max_steps": max_steps,
@@ -100,11 +127,15 @@ def test_rows_arms_and_seed_groups(runs):
     assert img["delta_wer"] == pytest.approx(img["wer_test"] - direct["wer_test"])
     assert img["ci_low"] <= img["delta_wer"] <= img["ci_high"] and 0 <= img["p_value"] <= 1
     assert img["delta_wer"] < 0  # 25% vs 35% error rate
-    assert not any(r["flags"] for r in res.rows) and res.flags == []
+    assert not any(r["flags"] for r in res.rows)
+    assert res.flags == ["audio-only: one seed, so the seed×speaker interval against the baseline covers only the "
+                         "baseline's seed-to-seed spread"]
+    assert [r["interval"] for r in res.rows] == ["seed×speaker"] * 3
 
 
-def test_paired_test_equals_pooling_seeds_with_matching_seeds(runs):
-    """Documented equivalence: averaging per utterance over seeds == concatenating seed i with seed i."""
+def test_speaker_interval_equals_pooling_seeds_with_matching_seeds(runs):
+    """Documented equivalence: the speaker-only interval (errors averaged per utterance over seeds) ==
+    concatenating seed i with seed i and resampling speakers."""
     res = run_compare(CompareConfig(runs=tuple(runs[:6]), n_resamples=300, seed=3))
     ea, eb, na, groups = [], [], [], []
     for d, i in zip(runs[:3], runs[3:6]):
@@ -116,8 +147,9 @@ def test_paired_test_equals_pooling_seeds_with_matching_seeds(runs):
     pooled = paired_bootstrap(ea, na, eb, na, groups, n_resamples=300, seed=3)
     row = res.rows[1]
     assert row["delta_wer"] == pytest.approx(pooled["delta"])
-    assert row["ci_low"] == pytest.approx(pooled["ci_low"]) and row["ci_high"] == pytest.approx(pooled["ci_high"])
-    assert row["p_value"] == pytest.approx(pooled["p_value"])
+    assert row["speaker_ci_low"] == pytest.approx(pooled["ci_low"])
+    assert row["speaker_ci_high"] == pytest.approx(pooled["ci_high"])
+    assert row["speaker_p_value"] == pytest.approx(pooled["p_value"])
 
 
 def test_mismatched_seed_sets_still_pair_by_utterance(tmp_path):
@@ -324,3 +356,115 @@ def test_compare_never_imports_torch_or_nemo(runs):
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stderr
     assert "| direct |" in proc.stdout
+
+
+# ------------------------------------------------------------------- seeds: two-level bootstrap (#12.5)
+def _averaged(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Per-utterance word errors averaged over runs (what the speaker-only bootstrap pairs)."""
+    reps = [_report(p)["utterances"] for p in paths]
+    err = np.mean([[u["word_errors"] for u in r] for r in reps], axis=0)
+    return err, np.array([u["ref_words"] for u in reps[0]], dtype=float), [u["speaker"] for u in reps[0]]
+
+
+def test_seed_variance_widens_the_interval(tmp_path):
+    """Training seeds that differ far more than test speakers do: the seed×speaker interval must be
+    wider than the speaker-only one (which only sees the seed-averaged system)."""
+    direct = [make_run(tmp_path, f"direct-s{s}", seed=s, p_err=p) for s, p in ((1, 0.15), (2, 0.35), (3, 0.55))]
+    image = [make_run(tmp_path, f"img-s{s}", arm="image", seed=s, p_err=p) for s, p in ((1, 0.1), (2, 0.3), (3, 0.5))]
+    res = run_compare(CompareConfig(runs=tuple(map(str, direct + image)), n_resamples=400, seed=2))
+    row = res.rows[1]
+    ea, n, spk = _averaged(direct)
+    eb, _, _ = _averaged(image)
+    one = paired_bootstrap(ea, n, eb, n, spk, n_resamples=400, seed=2)
+    assert row["ci_high"] - row["ci_low"] > 2 * (one["ci_high"] - one["ci_low"])
+    assert row["interval"] == "seed×speaker" and res.rows[0]["interval"] == "seed×speaker"
+    assert (row["speaker_ci_low"], row["speaker_ci_high"], row["speaker_p_value"]) == pytest.approx(
+        (one["ci_low"], one["ci_high"], one["p_value"]))
+    assert row["ci_low"] <= row["delta_wer"] <= row["ci_high"] and row["p_value"] > one["p_value"]
+    assert row["delta_wer"] == pytest.approx(np.mean([_report(p)["wer"] for p in image])
+                                             - np.mean([_report(p)["wer"] for p in direct]))
+
+
+def test_one_seed_per_arm_is_the_speaker_bootstrap(tmp_path):
+    a = make_run(tmp_path, "direct", seed=1, p_err=0.35)
+    b = make_run(tmp_path, "img", arm="image", seed=1, p_err=0.25)
+    res = run_compare(CompareConfig(runs=(str(a), str(b)), n_resamples=300, seed=5))
+    ea, n, spk = _averaged([a])
+    eb, _, _ = _averaged([b])
+    one = paired_bootstrap(ea, n, eb, n, spk, n_resamples=300, seed=5)
+    row = res.rows[1]
+    assert row["interval"] == "speaker"
+    assert (row["delta_wer"], row["ci_low"], row["ci_high"], row["p_value"]) == (
+        one["delta"], one["ci_low"], one["ci_high"], one["p_value"])  # the same numbers, not just close
+    assert (row["wer_ci_low"], row["wer_ci_high"]) == (one["wer_ci_low"], one["wer_ci_high"])
+
+
+def test_per_seed_deltas_for_shared_seeds(tmp_path):
+    direct = [make_run(tmp_path, f"direct-s{s}", seed=s, p_err=0.35) for s in (1, 2)]
+    image = [make_run(tmp_path, f"img-s{s}", arm="image", seed=s, p_err=0.25) for s in (1, 2, 3)]
+    res = run_compare(CompareConfig(runs=tuple(map(str, direct + image)), n_resamples=100))
+    row = res.rows[1]
+    want = [{"seed": s, "delta": pytest.approx(_report(i)["wer"] - _report(d)["wer"])}
+            for s, d, i in zip((1, 2), direct, image)]
+    assert row["seed_deltas"] == want and res.rows[0]["seed_deltas"] == []
+    from avasr_cli.report.table import render_text
+
+    md = render_text(res, "markdown")
+    assert "Δ per seed" in md and f"s1 {100 * want[0]['delta'].expected:+.2f}" in md
+    assert "seed×speaker" in md
+    data = json.loads(render_text(res, "json"))
+    assert [d["seed"] for d in data["rows"][1]["seed_deltas"]] == [1, 2]
+
+
+# ------------------------------------------------------------ continued-pretraining budgets (#12.6)
+def test_align_budget_differences_are_flagged_by_name(tmp_path):
+    runs = [make_run(tmp_path, f"direct-s{s}", seed=s) for s in (1, 2)]
+    runs += [make_run(tmp_path, f"ao-s{s}", arm="audio-only", seed=s) for s in (1, 2)]
+    longer = {"max_steps": 1000, "steps": 1000, "lr": 0.002, "manifest_sha256": "n" * 64, "accumulate": 2,
+              "samples_per_update": 32}
+    runs += [make_run(tmp_path, "img-s1", arm="image", seed=1, align=longer),
+             make_run(tmp_path, "img-s2", arm="image", seed=2, align={**longer, "init_sha256": "f" * 64})]
+    res = run_compare(CompareConfig(runs=tuple(map(str, runs)), n_resamples=50))
+    by_arm = {r["arm"]: r for r in res.rows}
+    img, ao = by_arm["align:siglip2/infonce"], by_arm["audio-only"]
+    assert img["flags"] == ["align-budget"] and ao["flags"] == [] and by_arm["direct"]["flags"] == []
+    diffs = {(d["key"], d.get("seed")): (d["value"], d["reference"]) for d in img["align_budget_diffs"]}
+    assert diffs == {("max_steps", None): (1000, 500), ("lr", None): (0.002, 0.001),
+                     ("samples_per_update", None): (32, 16), ("manifest_sha256", None): ("n" * 64, "m" * 64),
+                     ("init_sha256", 2): ("f" * 64, align_budget("image", 2)["init_sha256"])}
+    assert ao["align_budget_diffs"] == [] and by_arm["direct"]["align_budget_diffs"] == []
+    note = next(n for n in res.flags if n.startswith("[align-budget]"))
+    for text in ("max_steps 1000 vs 500", "lr 0.002 vs 0.001", "samples_per_update 32 vs 16",
+                 "manifest_sha256 nnnnnnnnnnnn vs mmmmmmmmmmmm", "init_sha256 (seed 2) ffffffffffff vs", "audio-only"):
+        assert text in note, text
+
+    with _compare_app() as app:
+        from typer.testing import CliRunner
+
+        out = CliRunner().invoke(app, ["compare", *map(str, runs), "--resamples", "20"], env={"COLUMNS": "300"})
+        assert out.exit_code == 0, out.output
+        assert "align-budget" in out.stdout and "max_steps 1000 vs 500" in out.stdout
+        out = CliRunner().invoke(app, ["compare", *map(str, runs), "--resamples", "20", "--format", "json"])
+        rows = {r["arm"]: r for r in json.loads(out.stdout)["rows"]}
+        assert {d["key"] for d in rows["align:siglip2/infonce"]["align_budget_diffs"]} == {
+            "max_steps", "lr", "samples_per_update", "manifest_sha256", "init_sha256"}
+
+
+def test_older_align_records_are_compared_from_their_config(tmp_path):
+    ao = make_run(tmp_path, "ao", arm="audio-only", seed=1, legacy_align=True)
+    img = make_run(tmp_path, "img", arm="image", seed=1, legacy_align=True,
+                   align={"lr": 0.005, "warmup_steps": 10, "accumulate": 4})
+    res = run_compare(CompareConfig(runs=(str(ao), str(img)), baseline="audio-only", n_resamples=20))
+    row = res.rows[1]
+    assert row["flags"] == ["align-budget"]
+    assert {d["key"]: (d["value"], d["reference"]) for d in row["align_budget_diffs"]} == {
+        "lr": (0.005, 0.001), "warmup_steps": (10, 30), "samples_per_update": (64, 16)}
+    assert any("not compared" in n and "manifest_sha256" in n for n in res.flags)
+
+
+def test_runs_with_different_align_settings_are_not_averaged(tmp_path):
+    runs = [make_run(tmp_path, "img-a", arm="image", seed=1), make_run(tmp_path, "img-b", arm="image", seed=2),
+            make_run(tmp_path, "img-lr", arm="image", seed=3, align={"lr": 0.01})]
+    res = run_compare(CompareConfig(runs=tuple(map(str, runs)), n_resamples=20))
+    assert [r["names"] for r in res.rows] == [["img-a", "img-b"], ["img-lr"]]
+    assert "lr" in res.rows[1]["label"]
