@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from avasr_cli.cli.common import ForceOption, JsonOption, RunDirOption, run_stage
+from avasr_cli.data.vaani_plan import LARGE_PHASE_HOURS
 
 BUILTIN, VAANI, BYO = "Built-in corpus (--source builtin)", "Vaani (--source vaani)", "Your manifests (--source manifest)"
 
@@ -19,9 +20,11 @@ def _opt(default, *names: str, panel: str | None = None, **kw):
 def _summary(result: dict) -> str:
     lines = [f"prepared {result['lang']} ({result['source']}) from {result['corpus_dir']}"
              + (" [cached]" if result.get("reused_cache") else "")]
+    unknown = result.get("unknown_speaker_rows") or {}
     for split, n in result["counts"].items():
+        extra = f", {unknown[split]} utts of unknown speaker" if unknown.get(split) else ""
         lines.append(f"  {split:<6} {n:>7} utts  {result['hours'][split]:7.3f} h  "
-                     f"{result['speakers'][split]:>4} speakers  {result['manifests'][split]}")
+                     f"{result['speakers'][split]:>4} speakers{extra}  {result['manifests'][split]}")
     lines.append(f"data card: {result['data_card']}")
     return "\n".join(lines)
 
@@ -42,9 +45,12 @@ def register(app: typer.Typer) -> None:
         transcribed: str = _opt("ARTPARK-IISc/Vaani-transcription-part", "--transcribed-dataset", panel=VAANI,
                                 help="Transcribed train/validation/test: hub id or local folder."),
         revision: Optional[str] = _opt(None, "--revision", panel=VAANI, help="Hub revision (branch, tag, commit)."),
-        districts: str = _opt("", "--districts", panel=VAANI, help="Comma-separated districts to keep (default all)."),
+        districts: str = _opt("", "--districts", panel=VAANI, help="Comma-separated districts to keep, each District "
+                              "or State/District (default all of the language)."),
         max_align_hours: Optional[float] = _opt(None, "--max-align-hours", panel=VAANI, help="Cap on alignment hours."),
         max_train_hours: Optional[float] = _opt(None, "--max-train-hours", panel=VAANI, help="Cap on training hours."),
+        all_: bool = _opt(False, "--all", panel=VAANI, help=f"Decode a training or alignment set above "
+                          f"{LARGE_PHASE_HOURS:.0f} h without a cap (otherwise prepare stops after printing the plan)."),
         token: Optional[str] = _opt(None, "--token", panel=VAANI, help="Hugging Face token (default: HF_TOKEN or "
                                     "`hf auth login`). Never written anywhere."),
         max_duration: float = _opt(20.0, "--max-duration", panel=VAANI, help="Drop longer clips (s; vaani, manifest)."),
@@ -68,7 +74,8 @@ def register(app: typer.Typer) -> None:
         \b
             avasr prepare --lang kannada
             avasr -r runs/direct prepare --lang hindi --seed 1
-            avasr prepare --source vaani --lang kannada --max-align-hours 100
+            avasr prepare --source vaani --lang kannada --max-align-hours 100 --max-train-hours 50
+            avasr prepare --source vaani --lang hindi --districts Bihar/Aurangabad,Patna --all
             avasr prepare --source vaani --lang kannada --dataset ~/vaani --transcribed-dataset ~/vaani-tr
             avasr prepare --source manifest --train tr.jsonl --dev dev.jsonl --test test.jsonl --align pairs.jsonl
         """
@@ -81,7 +88,23 @@ def register(app: typer.Typer) -> None:
         cfg = PrepareConfig(lang=lang, source=source, seed=seed, num_align=num_align, num_train=num_train,
                             num_dev=num_dev, num_test=num_test, dataset=dataset, transcribed_dataset=transcribed,
                             revision=revision, districts=tuple(districts.split(",")), max_align_hours=max_align_hours,
-                            max_train_hours=max_train_hours, max_duration=max_duration, workers=workers,
+                            max_train_hours=max_train_hours, all=all_, max_duration=max_duration, workers=workers,
                             train=train, dev=dev, test=test, align=align).validate()
-        run_stage("prepare", run_dir, cfg, functools.partial(run_prepare, token=token), force=force,
-                  as_json=as_json, summary=_summary)
+        _keep_no_empty_run_dir(run_dir, lambda: run_stage(
+            "prepare", run_dir, cfg, functools.partial(run_prepare, token=token), force=force, as_json=as_json,
+            summary=_summary))
+
+
+def _keep_no_empty_run_dir(run_dir, fn) -> None:
+    """A prepare refused before writing anything (a gated dataset, a refused plan) leaves no new, empty run
+    directory behind (the run-directory lock creates it)."""
+    from avasr_cli.run import resolve_run_dir
+
+    root = resolve_run_dir(run_dir).root
+    existed = root.exists()
+    try:
+        fn()
+    except BaseException:
+        if not existed and root.is_dir() and not any(root.iterdir()):
+            root.rmdir()
+        raise

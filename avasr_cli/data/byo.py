@@ -10,9 +10,11 @@ text                     required on train/dev/test; cleaned with :func:`clean_t
                          kept as ``text_raw``; a line whose text is empty after cleaning is dropped (counted)
 image_filepath           required on align (also accepted: ``image_path``, ``image``, ``referenceImage``);
                          optional elsewhere. A missing or corrupt image drops the align pair (counted)
-speaker                  also ``speaker_id``, ``speakerID``; else parsed from the audio file name like Vaani
-                         (``IISc_VaaniProject_…`` → ``<District>_<speaker>``, else the stem without its last
-                         ``_`` field)
+speaker                  also ``speaker_id``, ``speakerID``; a placeholder (``NA``, ``N/A``, ``none``, empty …)
+                         is no speaker. Else parsed from the audio file name like Vaani
+                         (``IISc_VaaniProject_…`` → ``<State>_<District>_<speaker>``, else the stem without
+                         its last ``_`` field), else ``unknown``: counted in the data card, never matched by
+                         the leak check (:mod:`avasr_cli.data.vaani_select`)
 utt_id                   optional, unique; else the audio file stem (made unique with a path hash)
 gender, district         optional, kept for the data card
 =======================  ====================================================================================
@@ -89,7 +91,7 @@ def convert_chunk(task: dict) -> list[dict]:
 def prepare_manifests(cfg, rep: Reporter | None = None) -> ByoCorpus:
     from avasr_cli.data.audio_io import ordered_map
     from avasr_cli.data.text import clean_transcript
-    from avasr_cli.data.vaani import speaker_keys
+    from avasr_cli.data.vaani_select import speaker_keys
 
     rep = rep or Reporter()
     drops: dict[str, Counter] = {s: Counter() for s in SPLITS}
@@ -188,7 +190,8 @@ def prepare_manifests(cfg, rep: Reporter | None = None) -> ByoCorpus:
                 dropped={s: dict(sorted(c.items())) for s, c in drops.items()}, audio_converted=converted,
                 audio_in_place=len(audio) - converted - sum(1 for r in audio.values() if "drop" in r),
                 images=len({v for v in images.values() if v}),
-                speaker_rule="speaker/speaker_id/speakerID field, else parsed from the audio file name")
+                speaker_rule="speaker/speaker_id/speakerID field unless a placeholder (NA), else parsed from the "
+                             "audio file name, else unknown (not matched by the leak check)")
     return ByoCorpus(audio_cache(), splits, card, reused=False)
 
 
@@ -216,10 +219,13 @@ def _image_sha(path: str, memo: dict[str, str | None]) -> str | None:
 
 
 def _check_leaks(items: list[dict]) -> None:
+    from avasr_cli.data.vaani_select import UNKNOWN_SPEAKER
+
     seen = {"speaker": {}, "audio": {}}
     for item in items:
         if item["split"] in ("train", "align"):
-            seen["speaker"].setdefault(item["speaker"], item["where"])
+            if item["speaker"] != UNKNOWN_SPEAKER:
+                seen["speaker"].setdefault(item["speaker"], item["where"])
             seen["audio"].setdefault(item["audio"], item["where"])
     leaks = [(i["where"], f"speaker {i['speaker']!r}", seen["speaker"][i["speaker"]]) for i in items
              if i["split"] in ("dev", "test") and i["speaker"] in seen["speaker"]]

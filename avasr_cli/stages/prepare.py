@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from avasr_cli.data.manifest import SPLITS, total_hours
+from avasr_cli.data.vaani_select import UNKNOWN_SPEAKER
 from avasr_cli.errors import ConfigError, InputError
 from avasr_cli.progress import Reporter
 from avasr_cli.run import RunDir, write_json_atomic, write_jsonl_atomic
@@ -45,6 +46,7 @@ class PrepareConfig:
     districts: tuple[str, ...] = ()
     max_align_hours: float | None = None
     max_train_hours: float | None = None
+    all: bool = False  # decode a phase above the large-job threshold without a cap (avasr_cli.data.vaani_plan)
     # vaani and manifest
     max_duration: float = 20.0
     workers: int = 2
@@ -94,6 +96,8 @@ class PrepareConfig:
             for name in ("dataset", "transcribed_dataset"):
                 if not getattr(self, name).strip():
                     problems.append(f"--{name.replace('_', '-')} is empty")
+        if self.all and self.source != "vaani":
+            problems.append("--all only applies to --source vaani")
         given = [s for s in SPLITS if getattr(self, s)]
         if self.source == "manifest":
             for split in SPLITS:
@@ -118,7 +122,8 @@ class PrepareResult:
     reused_cache: bool
     counts: dict[str, int] = field(default_factory=dict)
     hours: dict[str, float] = field(default_factory=dict)
-    speakers: dict[str, int] = field(default_factory=dict)
+    speakers: dict[str, int] = field(default_factory=dict)  # known speakers (rows of unknown speaker not counted)
+    unknown_speaker_rows: dict[str, int] = field(default_factory=dict)
     manifests: dict[str, str] = field(default_factory=dict)
     data_card: str = ""
     seconds: float = 0.0
@@ -179,14 +184,28 @@ SOURCES: dict[str, Callable[..., SourceData]] = {"builtin": builtin_source, "vaa
 
 
 def check_disjoint(splits: dict[str, list[dict]]) -> dict:
-    """Dev and test speakers must not occur in train or align; no utterance id may occur twice."""
-    speakers = {s: {r["speaker"] for r in rows} for s, rows in splits.items()}
+    """Dev and test speakers must not occur in train or align; no utterance id may occur twice. Rows of
+    unknown speaker cannot be checked: they are counted, not matched."""
+    speakers = {s: _speakers(rows) for s, rows in splits.items()}
     seen = speakers.get("train", set()) | speakers.get("align", set())
     leaks = {s: sorted(speakers.get(s, set()) & seen) for s in ("dev", "test")}
     ids = [r["utt_id"] for rows in splits.values() for r in rows]
     duplicates = len(ids) - len(set(ids))
+    unknown = {s: sum(1 for r in rows if r["speaker"] == UNKNOWN_SPEAKER) for s, rows in splits.items()}
     return dict(speaker_disjoint=not any(leaks.values()), leaked_speakers=leaks, unique_utt_ids=duplicates == 0,
-                duplicate_utt_ids=duplicates, passed=not any(leaks.values()) and duplicates == 0)
+                duplicate_utt_ids=duplicates, unknown_speaker_rows=unknown,
+                passed=not any(leaks.values()) and duplicates == 0)
+
+
+def _speakers(rows: list[dict]) -> set[str]:
+    return {r["speaker"] for r in rows if r["speaker"] != UNKNOWN_SPEAKER}
+
+
+def _place(row: dict) -> str:
+    """A district as a data card counts it: ``State/District`` when the state is known (same-named districts
+    of two states stay apart)."""
+    district = row.get("district") or "unknown"
+    return f"{row['state']}/{district}" if row.get("state") else district
 
 
 def run_prepare(run: RunDir, cfg: PrepareConfig, rep: Reporter | None = None, *, token: str | None = None
@@ -211,7 +230,8 @@ def run_prepare(run: RunDir, cfg: PrepareConfig, rep: Reporter | None = None, *,
         write_jsonl_atomic(path, rows)
         result.counts[split] = len(rows)
         result.hours[split] = round(total_hours(rows), 4)
-        result.speakers[split] = len({r["speaker"] for r in rows})
+        result.speakers[split] = len(_speakers(rows))
+        result.unknown_speaker_rows[split] = check["unknown_speaker_rows"].get(split, 0)
         result.manifests[split] = str(path)
     rep.log(f"wrote {sum(result.counts.values())} utterances ({sum(result.hours.values()):.2f} h) to {run.data}")
     card_path = run.data / "data_card.json"
@@ -219,10 +239,11 @@ def run_prepare(run: RunDir, cfg: PrepareConfig, rep: Reporter | None = None, *,
     result.seconds = round(time.time() - start, 2)
     write_json_atomic(card_path, dict(
         source=cfg.source, lang=cfg.lang, config=dataclasses.asdict(cfg), counts=result.counts, hours=result.hours,
-        speakers=result.speakers, speaker_ids={s: sorted({r["speaker"] for r in data.splits[s]}) for s in SPLITS},
+        speakers=result.speakers, speaker_ids={s: sorted(_speakers(data.splits[s])) for s in SPLITS},
+        unknown_speaker_rows=result.unknown_speaker_rows,
         utterances_by_gender={s: _count(r.get("gender", "unknown") for r in data.splits[s]) for s in SPLITS},
         hours_by_gender={s: _hours_by(data.splits[s], "gender") for s in SPLITS},
-        districts={s: _count(r.get("district") or "unknown" for r in data.splits[s]) for s in SPLITS},
+        districts={s: _count(_place(r) for r in data.splits[s]) for s in SPLITS},
         disjointness=check, versions=_versions(__version__), **data.card))
     return result
 

@@ -150,3 +150,41 @@ def test_cli_manifest_source(tmp_path):
     result = CliRunner().invoke(_app(), args)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["counts"] == {"align": 8, "train": 7, "dev": 1, "test": 2}
+
+
+def vaani_file(root: Path, state: str, district: str, speaker: str, i: int) -> Path:
+    return audio(root / "wav" / f"IISc_VaaniProject_M_{state}_{district}_{speaker}_0821160000_GENERIC_{i:04d}_1_1.wav",
+                 seed=i)
+
+
+def test_placeholder_speakers_are_not_one_speaker(tmp_path):
+    """Vaani's speakerID is often the placeholder "NA": the speaker then comes from the file name, else it is
+    unknown (counted, never a speaker of its own), in BYO manifests as in Vaani itself."""
+    data = tmp_path / "data"
+    rows: dict[str, list] = {s: [] for s in SPLITS}
+    i = 0
+    for split, speakers in (("train", ("S1", "S2")), ("dev", ("S3",)), ("test", ("S4",)), ("align", ("S5", "S6"))):
+        for spk in speakers:
+            for _ in range(2):
+                i += 1
+                row = dict(audio_filepath=str(vaani_file(data, "KA", "DakshinKannada", spk, i)), duration=0.5,
+                           speaker=("NA", "N/A", "")[i % 3])
+                if split == "align":
+                    row["image_filepath"] = str(image(data / "img" / f"{i}.png", i))
+                else:
+                    row["text"] = "ಹಸಿರು ಹುಲ್ಲು"
+                rows[split].append(row)
+    # no usable column and no speaker in the file name: unknown, in train and in test
+    rows["train"].append(dict(audio_filepath=str(audio(data / "wav" / "clip0001.wav")), duration=0.5, text="ಮರ",
+                              speakerID="NA"))
+    rows["test"].append(dict(audio_filepath=str(audio(data / "wav" / "clip0002.wav", seed=3)), duration=0.5,
+                             text="ಮನೆ", speaker="NA"))
+    paths = {s: write(tmp_path / f"{s}.jsonl", r) for s, r in rows.items()}
+    result = run_prepare(RunDir(tmp_path / "run"), cfg_for(paths), Reporter())
+    assert result.speakers == {"align": 2, "train": 2, "dev": 1, "test": 1}
+    assert result.unknown_speaker_rows == {"align": 0, "train": 1, "dev": 0, "test": 1}
+    card = json.loads(Path(result.data_card).read_text(encoding="utf-8"))
+    assert card["disjointness"]["passed"] and card["unknown_speaker_rows"] == result.unknown_speaker_rows
+    assert card["speaker_ids"]["train"] == ["KA_DakshinKannada_S1", "KA_DakshinKannada_S2"]
+    manifest = read_manifest(RunDir(tmp_path / "run").manifest("test"))
+    assert sorted(r["speaker"] for r in manifest) == ["KA_DakshinKannada_S4"] * 2 + ["unknown"]

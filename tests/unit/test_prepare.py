@@ -128,3 +128,18 @@ def test_register_on_a_fresh_app(tmp_path):
 
     result = CliRunner().invoke(app, ["prepare", "-r", str(tmp_path), "--lang", "tamil"])
     assert result.exit_code != 0 and "tamil" in result.exception.message
+
+
+def test_unknown_speakers_are_not_a_leak():
+    rows = {"train": [{"speaker": "unknown", "utt_id": "1"}, {"speaker": "a", "utt_id": "2"}], "align": [],
+            "dev": [{"speaker": "unknown", "utt_id": "3"}], "test": [{"speaker": "b", "utt_id": "4"}]}
+    check = check_disjoint(rows)
+    assert check["passed"] and check["unknown_speaker_rows"] == {"train": 1, "align": 0, "dev": 1, "test": 0}
+
+
+def test_all_is_a_vaani_option():
+    assert PrepareConfig(source="vaani", all=True).validate().all
+    with pytest.raises(ConfigError, match="--all only applies to --source vaani"):
+        PrepareConfig(source="builtin", all=True).validate()
+    result = CliRunner().invoke(_app(), ["prepare", "--help"], terminal_width=200)
+    assert "--all" in result.output

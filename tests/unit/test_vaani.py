@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from avasr_cli.data import vaani
+from avasr_cli.data import vaani, vaani_shards
 from avasr_cli.data.manifest import SPLITS, read_manifest
 from avasr_cli.errors import InputError
 from avasr_cli.progress import Reporter
@@ -50,7 +50,9 @@ def vaani_name(district: str, speaker: str, i: int) -> str:
     return f"IISc_VaaniProject_M_Karnataka_{district}_{speaker}_0821160000_GENERIC_{i:04d}_1_1.wav"
 
 
-def write_parquet(path: Path, rows: list[dict], columns) -> None:
+def write_parquet(path: Path, rows: list[dict], columns, row_group_size: int | None = None) -> None:
+    """Parquet as the hub serves it: ``audio``/``image`` as {bytes, path} tagged as datasets features,
+    ``pincode`` int64, ``duration`` float64, everything else string."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from datasets import Audio, Features, Image, Value
@@ -60,21 +62,24 @@ def write_parquet(path: Path, rows: list[dict], columns) -> None:
     for col in columns:
         values = [r.get(col) for r in rows]
         if col in ("audio", "image"):
-            arrays[col] = pa.array(values, type=blob)
-            feats[col] = Audio() if col == "audio" else Image()
+            arrays[col], feats[col] = pa.array(values, type=blob), Audio() if col == "audio" else Image()
+        elif col == "pincode":
+            arrays[col], feats[col] = pa.array(values, type=pa.int64()), Value("int64")
+        elif col == "duration":
+            arrays[col], feats[col] = pa.array(values, type=pa.float64()), Value("float64")
         else:
             arrays[col] = pa.array([None if v is None else str(v) for v in values], type=pa.string())
             feats[col] = Value("string")
     table = pa.table(arrays).replace_schema_metadata(
         {"huggingface": json.dumps({"info": {"features": Features(feats).to_dict()}})})
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
+    pq.write_table(table, path, row_group_size=row_group_size)
 
 
 def utterance(district: str, speaker: str, i: int, audio: bytes, text: str = "", image: str = "",
               lang: str = "Kannada", speaker_col: bool = False, gender: str = "Female") -> dict:
     row = dict(audio={"bytes": audio, "path": vaani_name(district, speaker, i)}, language=lang,
-               languagesKnown="['Kannada']", gender=gender, state="Karnataka", district=district, pincode="560001",
+               languagesKnown="['Kannada']", gender=gender, state="Karnataka", district=district, pincode=560001,
                **{"stay(years)": "10"}, isTranscriptionAvailable="Yes" if text else "No", transcript=text,
                referenceImage=image)
     if speaker_col:
@@ -133,7 +138,7 @@ def write_snapshot(root: Path, quirks: bool = True, align_speakers: int = 4, ali
             utt("Bangalore", "5003", image="img_copy.png"),  # same bytes as another name: stored once
             utt("Bangalore", "2001", image=names[1]), utt("Bangalore", "2001", image=names[2]),  # dev speaker
             dict(train[0], referenceImage=names[3], transcript=""),  # repeats a train utterance
-            utt("Bangalore", "5000", image=names[0], lang="Hindi"),  # other language: filtered, not counted
+            utt("Bangalore", "5000", image=names[0], lang="Hindi"),  # another language: only in a district config
             utt("Bangalore", "5001", image=names[1], audio=b"\x00" * 64),  # corrupt audio
             utt("Bangalore", "5002", image=names[2], audio=wav(21.0, sr=8000)),  # too long
         ]
@@ -146,10 +151,15 @@ def write_snapshot(root: Path, quirks: bool = True, align_speakers: int = 4, ali
     write_parquet(tr / "Kannada" / "test-00000-of-00001.parquet", test, cols)
     write_parquet(tr / "Hindi" / "train-00000-of-00001.parquet",
                   [utt("Patna", "7001", "यह हिंदी है", lang="Hindi", speaker_col=True)], cols)
-    write_parquet(va / "Karnataka_Bangalore" / "train-00000-of-00001.parquet", align, COLUMNS)
+    other_language = [r for r in align if r["language"] != "Kannada"]
+    kannada = [r for r in align if r["language"] == "Kannada"] + mysore
+    write_parquet(va / "audio" / "Kannada" / "train-00000-of-00001.parquet", kannada, COLUMNS)  # the language config
+    write_parquet(va / "audio" / "Hindi" / "train-00000-of-00001.parquet", patna, COLUMNS)
+    # per-district configs holding the same clips again (never read while the language config exists)
+    write_parquet(va / "audio" / "Karnataka" / "Bangalore" / "train-00000-of-00001.parquet", align, COLUMNS)
     missing = tuple(c for c in COLUMNS if c not in ("pincode", "stay(years)"))  # a subset lacking columns
-    write_parquet(va / "Karnataka_Mysore" / "train-00000-of-00001.parquet", mysore, missing)
-    write_parquet(va / "Bihar_Patna" / "train-00000-of-00001.parquet", patna, COLUMNS)
+    write_parquet(va / "audio" / "Karnataka" / "Mysore" / "train-00000-of-00001.parquet", mysore, missing)
+    write_parquet(va / "audio" / "Bihar" / "Patna" / "train-00000-of-00001.parquet", patna + other_language, COLUMNS)
     write_parquet(va / "images" / "train-00000-of-00001.parquet", image_rows, ("image",))
     return va, tr
 
@@ -173,15 +183,25 @@ def manifests(run: RunDir) -> dict[str, list[dict]]:
 def test_local_layout_and_config_selection(snapshot):
     va, tr = snapshot
     ds = vaani.VaaniDataset(str(va), None, None)
-    assert ds.configs() == ["Bihar_Patna", "Karnataka_Bangalore", "Karnataka_Mysore", "images"]
-    assert vaani.select_configs(ds.configs(), "kannada", ()) == (["Bihar_Patna", "Karnataka_Bangalore",
-                                                                 "Karnataka_Mysore"], False)
-    assert vaani.select_configs(ds.configs(), "kannada", ("mysore",)) == (["Karnataka_Mysore"], False)
-    assert vaani.select_configs(["Hindi", "KANNADA"], "kannada", ()) == (["KANNADA"], True)
-    assert sorted(vaani.VaaniDataset(str(tr), None, None).layout()["Kannada"]) == ["test", "train", "validation"]
-    assert vaani.speaker_keys(None, vaani_name("Mysore", "6001", 3)) == ("Mysore_6001", ["Mysore_6001"])
-    assert vaani.speaker_keys("6001", vaani_name("Mysore", "6001", 3)) == ("6001", ["6001", "Mysore_6001"])
+    assert ds.configs() == ["audio", "audio/Bihar", "audio/Bihar/Patna", "audio/Hindi", "audio/Kannada",
+                            "audio/Karnataka", "audio/Karnataka/Bangalore", "audio/Karnataka/Mysore", "images"]
+    picked = vaani.select_configs(ds.ref, ds.configs(), "kannada", ())
+    assert (picked.configs, picked.by_language, picked.estimate) == (["audio/Kannada"], True, ["audio/Kannada"])
+    mysore = vaani.select_configs(ds.ref, ds.configs(), "kannada", ("mysore",))
+    assert (mysore.configs, mysore.estimate) == (["audio/Kannada"], ["audio/Karnataka/Mysore"])
+    districts = ["audio/Karnataka/Bangalore", "Karnataka_Mysore", "images"]  # no language config: districts only
+    assert vaani.select_configs("x", districts, "kannada", ("Karnataka/Mysore",)).configs == ["Karnataka_Mysore"]
+    with pytest.raises(InputError, match="no config for language 'kannada'"):
+        vaani.select_configs("x", districts, "kannada", ())
+    assert vaani.select_configs("x", ["Hindi", "KANNADA"], "kannada", ()).configs == ["KANNADA"]
+    assert vaani.select_configs("x", ["audio/Hindi", "audio/Bihar/Patna"], "hindi", ()).configs == ["audio/Hindi"]
+    assert sorted(vaani.VaaniDataset(str(tr), None, None).files("Kannada")) == ["test", "train", "validation"]
+    assert vaani.speaker_keys(None, vaani_name("Mysore", "6001", 3)) == ("Karnataka_Mysore_6001",
+                                                                         ["Karnataka_Mysore_6001"])
+    assert vaani.speaker_keys("6001", vaani_name("Mysore", "6001", 3)) == ("6001", ["6001", "Karnataka_Mysore_6001"])
+    assert vaani.speaker_keys("NA", vaani_name("Mysore", "6001", 3))[0] == "Karnataka_Mysore_6001"
     assert vaani.speaker_keys(None, "spk12_0003.wav")[0] == "spk12"
+    assert vaani.speaker_keys("N/A", "recording.wav") == (vaani.UNKNOWN_SPEAKER, [])
     assert vaani.parse_ref("ARTPARK-IISc/Vaani@abc123", None) == ("ARTPARK-IISc/Vaani", "abc123")
 
 
@@ -197,7 +217,9 @@ def test_prepare_vaani_counts_cleaning_and_disjointness(snapshot, tmp_path):
     assert corpus["dropped"]["assembly"] == {"align_dev_test_speaker": 2, "align_repeats_train_utterance": 1,
                                              "train_speaker_in_dev_test": 1}
     assert corpus["dropped"]["images"] == {"align_image_corrupt": 1, "align_image_missing": 1}
-    assert corpus["images"] == {"needed": 9, "found": 7, "stored": 6}  # two names share one picture's bytes
+    # two names share one picture's bytes; one name appears twice (first wins)
+    assert corpus["images"] == {"needed": 9, "found": 7, "stored": 6, "reused": 0, "row_groups_read": 1,
+                                "row_groups": 1, "duplicate_names": 1}
     assert corpus["resampled_or_downmixed"] == 1
     # 4x4 train + braces + NFD + 8 kHz stereo; 3 dev; 4 test; 4x5 Bangalore + img_copy + 6 Mysore pairs
     assert result.counts == {"align": 27, "train": 19, "dev": 3, "test": 4}
@@ -206,11 +228,12 @@ def test_prepare_vaani_counts_cleaning_and_disjointness(snapshot, tmp_path):
     heard = {r["speaker"] for s in ("align", "train") for r in rows[s]}
     assert not heard & {r["speaker"] for s in ("dev", "test") for r in rows[s]}
     assert "Bangalore_2001" not in heard and "2001" not in heard
-    assert set(card["districts"]["align"]) == {"Bangalore", "Mysore"}
+    assert set(card["districts"]["align"]) == {"Karnataka/Bangalore", "Karnataka/Mysore"}
+    assert corpus["configs"]["audio"]["configs"] == ["audio/Kannada"]  # the district configs are not read
     assert card["utterances_by_gender"]["test"] == {"male": 4} and card["hours"]["train"] > 0
     by_raw = {r["text_raw"]: r for r in rows["train"]}
     braces = next(r for raw, r in by_raw.items() if "{office}" in raw)
-    assert braces["text"] == "ಆಪಿಸ್ ಹೌದು ಸರಿ ಹೋಗು"
+    assert braces["text"] == "ಆಪಿಸ್ ಶಬ್ದ ಹೌದು ಸರಿ ಹೋಗು"  # the words a tag pair wraps are speech
     nfd = by_raw[unicodedata.normalize("NFD", "ಕೋಣೆ ಕೋಣೆ")]  # the raw transcript is kept exactly
     assert nfd["text"] == unicodedata.normalize("NFC", "ಕೋಣೆ ಕೋಣೆ") != nfd["text_raw"]
     for split, split_rows in rows.items():
@@ -245,7 +268,7 @@ def test_second_run_dir_shares_the_cache_without_decoding(snapshot, tmp_path, mo
     def boom(*a, **k):
         raise AssertionError("the cache should have been used")
 
-    monkeypatch.setattr(vaani, "process_shard", boom)
+    monkeypatch.setattr(vaani_shards, "process_shard", boom)
     monkeypatch.setattr(vaani.VaaniDataset, "open", boom)  # not even the datasets are opened
     second = run_prepare(RunDir(tmp_path / "b"), config(snapshot), Reporter())
     assert second.reused_cache and second.corpus_dir == first.corpus_dir
@@ -258,7 +281,7 @@ def test_second_run_dir_shares_the_cache_without_decoding(snapshot, tmp_path, mo
 
 
 def test_interrupted_prepare_resumes_without_redoing_shards(snapshot, tmp_path, monkeypatch):
-    real, calls = vaani.process_shard, []
+    real, calls = vaani_shards.process_shard, []
 
     def counting(task):
         calls.append((task["phase"], task["index"]))
@@ -269,16 +292,16 @@ def test_interrupted_prepare_resumes_without_redoing_shards(snapshot, tmp_path, 
             raise KeyboardInterrupt("interrupted")
         return counting(task)
 
-    monkeypatch.setattr(vaani, "process_shard", flaky)
+    monkeypatch.setattr(vaani_shards, "process_shard", flaky)
     run = RunDir(tmp_path / "run")
     with pytest.raises(KeyboardInterrupt):
         run_prepare(run, config(snapshot), Reporter())
     before = list(calls)
     calls.clear()
-    monkeypatch.setattr(vaani, "process_shard", counting)
+    monkeypatch.setattr(vaani_shards, "process_shard", counting)
     resumed = run_prepare(run, config(snapshot), Reporter())
     after = list(calls)
-    monkeypatch.setattr(vaani, "process_shard", real)
+    monkeypatch.setattr(vaani_shards, "process_shard", real)
     monkeypatch.setenv("AVASR_HOME", str(tmp_path / "fresh-home"))
     clean = run_prepare(RunDir(tmp_path / "clean"), config(snapshot), Reporter())
     shards = {(p.parent.name, int(p.stem)) for p in Path(clean.corpus_dir).glob("shards/*/[0-9]*.json")}
@@ -354,7 +377,7 @@ def test_missing_token_for_a_hub_id_says_how_to_get_access(tmp_path, monkeypatch
 def test_unknown_language_and_bad_options(snapshot, tmp_path):
     from avasr_cli.errors import ConfigError
 
-    with pytest.raises(InputError, match="no usable utterances"):
+    with pytest.raises(InputError, match="has no config for language 'tamil'"):
         run_prepare(RunDir(tmp_path / "run"), config(snapshot, lang="tamil"), Reporter())
     with pytest.raises(ConfigError) as info:
         config(snapshot, max_align_hours=0, max_duration=-1, workers=0, train="x.jsonl").validate()
@@ -364,32 +387,21 @@ def test_unknown_language_and_bad_options(snapshot, tmp_path):
 
 def test_hub_ids_go_through_the_same_code(snapshot, tmp_path, monkeypatch):
     """A fake hub serving the snapshot: hub ids, revisions and the token reach ``datasets`` unchanged."""
-    import datasets
+    from tests.unit.test_vaani_snapshot import FakeHub
 
     va, tr = snapshot
-    local = {"ARTPARK-IISc/Vaani": vaani.VaaniDataset(str(va), None, None),
-             "ARTPARK-IISc/Vaani-transcription-part": vaani.VaaniDataset(str(tr), None, None)}
-    real_load, seen = datasets.load_dataset, []
-
-    def configs(path, revision=None, token=None, **kw):
-        seen.append(("configs", path, revision, token))
-        return sorted(local[path].layout())
-
-    def load(path, name=None, **kw):
-        if path == "parquet":
-            return real_load(path, **kw)
-        seen.append(("load", path, kw["revision"], kw["token"]))
-        assert kw["streaming"] is True
-        return real_load("parquet", data_files=local[path].layout()[name], streaming=True)
-
-    monkeypatch.setattr(datasets, "get_dataset_config_names", configs)
-    monkeypatch.setattr(datasets, "load_dataset", load)
+    names = {"ARTPARK-IISc/Vaani": {c: c for c in ("audio/Kannada", "audio/Hindi", "audio/Karnataka/Bangalore",
+                                                   "audio/Karnataka/Mysore", "audio/Bihar/Patna", "images")},
+             "ARTPARK-IISc/Vaani-transcription-part": {"Kannada": "Kannada", "Hindi": "Hindi"}}
+    hub = FakeHub(monkeypatch, {"ARTPARK-IISc/Vaani": va, "ARTPARK-IISc/Vaani-transcription-part": tr}, names=names)
     cfg = PrepareConfig(source="vaani", lang="kannada", workers=1, shard_size=4, revision="v1",
                         dataset="ARTPARK-IISc/Vaani@abc")
     result = run_prepare(RunDir(tmp_path / "run"), cfg, Reporter(), token=FAKE_TOKEN)
     assert result.counts == {"align": 27, "train": 19, "dev": 3, "test": 4}
-    assert {(p, r, t) for _, p, r, t in seen} == {("ARTPARK-IISc/Vaani", "abc", FAKE_TOKEN),
-                                                  ("ARTPARK-IISc/Vaani-transcription-part", "v1", FAKE_TOKEN)}
+    assert {(p, r, t) for p, *_, r, t in hub.loads} == {("ARTPARK-IISc/Vaani", "abc", FAKE_TOKEN),
+                                                        ("ARTPARK-IISc/Vaani-transcription-part", "v1", FAKE_TOKEN)}
+    assert {(p, r) for p, r, _ in hub.listed} == {("ARTPARK-IISc/Vaani", "abc"),
+                                                  ("ARTPARK-IISc/Vaani-transcription-part", "v1")}
     card = Path(result.data_card).read_text(encoding="utf-8")
     assert '"revision": "abc"' in card and FAKE_TOKEN not in card
 
