@@ -21,13 +21,18 @@ Two levels (:func:`seed_speaker_bootstrap`), for systems trained with several se
 * System ``k`` is ``S_k`` training runs (seeds) scored on the same utterances. Its WER is the mean over
   its seeds of each seed's corpus WER; ``delta`` is the difference of those means.
 * Each resample draws the test speakers once for all systems (paired, exactly the one-level draw above
-  for the same ``seed``) and, for each system separately, ``S_k`` of its seeds with replacement (from
-  ``numpy.random.default_rng([seed, k + 1])``, see :func:`seed_counts`). The resampled WER of system ``k``
-  is the mean over its drawn seeds of that seed's WER on the drawn speakers.
-* Seeds are drawn independently per system, never paired by seed number: a seed number need not mean
-  the same thing in two systems (a seed of an aligned run also drives alignment), independent draws
-  assume nothing about it, work when the seed sets differ, and are the wider (cautious) choice when
-  seed effects are shared. Per-seed differences are reported beside the interval instead.
+  for the same ``seed``) and, per system, ``S_k`` of its seeds with replacement. The resampled WER of
+  system ``k`` is the mean over its drawn seeds of that seed's WER on the drawn speakers.
+* Seeds are paired by seed number where the seed sets match (choice documented here): systems whose
+  ``seed_ids`` are the same set of distinct labels share one seed draw, matched by label, so a resample
+  that takes seed 2 twice takes it twice in each of them. In avasr a seed number is a block of the design
+  (the same random init, data order and subsample in every arm), so the paired draw resamples the
+  per-seed differences, the variation a rerun would show; when seeds do not matter across systems it
+  is still a valid bootstrap of the difference of means, just without the gain. Systems whose seed set
+  differs from every earlier one (or unlabelled, or with repeated labels) draw their seeds independently.
+* The seed draw of the first system with a given seed set comes from
+  ``numpy.random.default_rng([seed, k + 1])`` (:func:`seed_counts` with ``system=k``), a stream of its
+  own, so the speaker draw stays that of ``seed``.
 * A system with one seed has nothing to draw: with one seed in every system the results are exactly
   those of :func:`paired_bootstrap_many` for the same ``seed``. With few seeds the seed level is coarse
   (3 seeds give 10 distinct draws) and, like any bootstrap of a small sample, somewhat too narrow.
@@ -79,8 +84,9 @@ def iter_resample_counts(n_groups: int, n_resamples: int, seed: int) -> Iterator
 
 
 def seed_counts(n_seeds: int, n_resamples: int, seed: int, system: int) -> np.ndarray:
-    """The ``n_resamples × n_seeds`` counts of how often each seed of system ``system`` is drawn in each
-    resample of :func:`seed_speaker_bootstrap` (its own stream, so speaker draws stay those of ``seed``)."""
+    """The ``n_resamples × n_seeds`` counts of how often each seed is drawn in each resample of
+    :func:`seed_speaker_bootstrap`, for the first system (index ``system``) with that seed set (a stream
+    of its own, so speaker draws stay those of ``seed``)."""
     return _draw_counts(np.random.default_rng([seed, system + 1]), n_resamples, n_seeds)
 
 
@@ -130,11 +136,46 @@ def paired_bootstrap_many(
                                   + [n[None] for n in nb.reshape(eb.shape)], groups, n_resamples=n_resamples, seed=seed)
 
 
+def _seed_set(labels: Sequence) -> frozenset | None:
+    """The set of seed labels a system can be paired by: ``None`` if any is missing or repeated."""
+    labels = list(labels)
+    return frozenset(labels) if labels and None not in labels and len(set(labels)) == len(labels) else None
+
+
+def seeds_paired(labels_a: Sequence, labels_b: Sequence) -> bool:
+    """Whether :func:`seed_speaker_bootstrap` pairs two systems' seeds by label: the same set of distinct
+    labels, two or more."""
+    key = _seed_set(labels_a)
+    return key is not None and len(key) > 1 and key == _seed_set(labels_b)
+
+
+def _seed_draws(sizes: list[int], seed_ids: Sequence | None, n_resamples: int, seed: int) -> list:
+    """Per system: ``None`` (one seed) or the ``n_resamples × S_k`` seed weights (counts / S_k), shared,
+    column by label, among systems with the same seed set (see the module docstring)."""
+    draws: list = []
+    first: dict = {}  # seed set -> (its labels in that system's order, counts)
+    for k, size in enumerate(sizes):
+        labels = list(seed_ids[k]) if seed_ids is not None else []
+        key = _seed_set(labels) if len(labels) == size else None
+        if size == 1:
+            draws.append(None)
+        elif key in first:
+            order, counts = first[key]
+            draws.append(counts[:, [order.index(x) for x in labels]] / size)
+        else:
+            counts = seed_counts(size, n_resamples, seed, k)
+            if key is not None:
+                first[key] = (labels, counts)
+            draws.append(counts / size)
+    return draws
+
+
 def seed_speaker_bootstrap(
     errs: Sequence,
     words: Sequence,
     groups: Sequence | None,
     *,
+    seed_ids: Sequence[Sequence] | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> list[dict]:
@@ -143,8 +184,10 @@ def seed_speaker_bootstrap(
 
     ``errs[k]`` and ``words[k]`` are ``S_k × n`` per-seed, per-utterance word errors and reference words
     of system ``k`` (``S_k >= 1``), every system on the same ``n`` utterances in the same order; ``groups``
-    the utterances' speakers. Returns one dict per system ``k >= 1`` with the keys of
-    :func:`paired_bootstrap_many`; ``delta`` and ``wer`` are means over seeds of per-seed corpus WERs."""
+    the utterances' speakers; ``seed_ids[k]`` the labels (seed numbers) of system ``k``'s rows, which pair
+    seeds across systems with the same seed set (``None``: every system draws independently). Returns
+    one dict per system ``k >= 1`` with the keys of :func:`paired_bootstrap_many`; ``delta`` and ``wer``
+    are means over seeds of per-seed corpus WERs."""
     es = [np.atleast_2d(np.asarray(e, dtype=np.float64)) for e in errs]
     ns = [np.atleast_2d(np.asarray(w, dtype=np.float64)) for w in words]
     if len(es) < 2 or len(ns) != len(es):
@@ -167,7 +210,9 @@ def seed_speaker_bootstrap(
     run_wers = _ratio(total[0::2], total[1::2])
     wer_full = [float(run_wers[a:b].mean()) for a, b in zip(bounds[:-1], bounds[1:])]
 
-    draws = [None if len(e) == 1 else seed_counts(len(e), n_resamples, seed, k) / len(e) for k, e in enumerate(es)]
+    if seed_ids is not None and len(seed_ids) != len(es):
+        raise ValueError("seed_ids needs one list of labels per system")
+    draws = _seed_draws([len(e) for e in es], seed_ids, n_resamples, seed)
     wers = np.empty((n_resamples, len(es)))
     for start, counts in iter_resample_counts(n_groups, n_resamples, seed):
         w = resampled_wers(counts, sums)  # R × (all seeds): each seed's WER on the drawn speakers

@@ -100,8 +100,9 @@ def make_row(g: list[Run], label: str, base_runs: list[Run] | None, is_base: boo
         row[f"n_{s}"] = len(have)
     row["run_wers"] = [r.reports[split].get("wer") for r in g]
     row["seed_deltas"] = seed_deltas(g, base_runs, split) if base_runs is not None and not is_base else []
-    row.update(delta_wer=None, ci_low=None, ci_high=None, p_value=None, interval=None, speaker_ci_low=None,
-               speaker_ci_high=None, speaker_p_value=None, wer_ci_low=None, wer_ci_high=None, flags=[])
+    row.update(delta_wer=None, ci_low=None, ci_high=None, p_value=None, interval=None, seed_pairing=None,
+               speaker_ci_low=None, speaker_ci_high=None, speaker_p_value=None, wer_ci_low=None, wer_ci_high=None,
+               flags=[])
     return row
 
 

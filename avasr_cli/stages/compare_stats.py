@@ -4,9 +4,12 @@ baseline, and per-seed differences.
 Two intervals (each row's ``interval`` says which one ``ci_low``/``ci_high``/``p_value`` are)
     ``"seed×speaker"`` — when the row or the baseline has several seeds: the two-level paired bootstrap
     of :func:`avasr_cli.report.bootstrap.seed_speaker_bootstrap`. Each resample draws test speakers
-    (the same draw for every row) and, per row, that row's seeds with replacement (independently per row,
-    not paired by seed number); a row's resampled WER is the mean over its drawn seeds of each seed's WER
-    on the drawn speakers. It covers both test-speaker sampling and the spread between training runs.
+    (the same draw for every row) and, per row, that row's seeds with replacement; a row's resampled WER
+    is the mean over its drawn seeds of each seed's WER on the drawn speakers. It covers both
+    test-speaker sampling and the spread between training runs. Rows with the same seed numbers as the
+    baseline share its seed draw (``seed_pairing: "paired"``: seed N of one arm goes with seed N of the
+    other, as the recipes run them, same init and data order); rows with other seeds draw
+    ``"independent"``ly, and a note says so.
 
     ``"speaker"`` — one seed on both sides: speakers are resampled, nothing else (with one seed per row
     the two-level bootstrap is exactly this, for the same ``--seed``).
@@ -83,7 +86,7 @@ def add_bootstrap(groups: list[list[Run]], rows: list[dict], base: int | None, s
     ref = base if base is not None and base in usable else (usable[0] if usable else None)
     if ref is None:
         return
-    from avasr_cli.report.bootstrap import paired_bootstrap_many, seed_speaker_bootstrap
+    from avasr_cli.report.bootstrap import paired_bootstrap_many, seed_speaker_bootstrap, seeds_paired
 
     utts = groups[ref][0].reports[split]["utterances"]
     order = [u["utt_id"] for u in utts]
@@ -91,9 +94,11 @@ def add_bootstrap(groups: list[list[Run]], rows: list[dict], base: int | None, s
     speakers = [None if u.get("speaker") in (None, "", "unknown") else u["speaker"] for u in utts]
     others = [gi for gi in usable if gi != ref]
     arrays = [_per_run_arrays(groups[gi], split, order, pos) for gi in [ref, *others]]
+    ids = [[r.info["seed"] for r in groups[gi]] for gi in [ref, *others]]
     if not others:  # one row: its own interval only (against itself)
         arrays.append(arrays[0])
-    two = seed_speaker_bootstrap([a[0] for a in arrays], [a[1] for a in arrays], speakers,
+        ids.append(ids[0])
+    two = seed_speaker_bootstrap([a[0] for a in arrays], [a[1] for a in arrays], speakers, seed_ids=ids,
                                  n_resamples=n_resamples, seed=seed)
     if all(len(a[0]) == 1 for a in arrays):
         one = two
@@ -106,7 +111,8 @@ def add_bootstrap(groups: list[list[Run]], rows: list[dict], base: int | None, s
                      interval=SEED_SPEAKER if several else SPEAKER)
     paired = base is not None and ref == base
     half: list[str] = []  # rows whose comparison has several seeds on one side only
-    for gi, res, res1 in zip(others, two, one):
+    unpaired: list[str] = []  # rows with several seeds on both sides, but not the baseline's seed numbers
+    for gi, res, res1, seeds in zip(others, two, one, ids[1:]):
         row = rows[gi]
         row.update(wer_ci_low=res["wer_ci_low"], wer_ci_high=res["wer_ci_high"])
         if not paired:
@@ -117,9 +123,17 @@ def add_bootstrap(groups: list[list[Run]], rows: list[dict], base: int | None, s
                    interval=SEED_SPEAKER if several or len(groups[gi]) > 1 else SPEAKER)
         if several != (len(groups[gi]) > 1):
             half.append(row["label"])
+        if several and len(groups[gi]) > 1:
+            row["seed_pairing"] = "paired" if seeds_paired(seeds, ids[0]) else "independent"
+            if row["seed_pairing"] == "independent":
+                unpaired.append(row["label"])
     if half and several:
         notes.append(f"{', '.join(half)}: one seed, so the seed×speaker interval against the baseline covers "
                      "only the baseline's seed-to-seed spread")
     elif half:
         notes.append(f"the baseline has one seed, so the seed×speaker intervals of {', '.join(half)} cover only "
                      "their own seed-to-seed spread")
+    if unpaired:
+        notes.append(f"{', '.join(unpaired)}: seed numbers differ from the baseline's, so seeds are drawn "
+                     "independently on each side (not paired by seed number)")
+

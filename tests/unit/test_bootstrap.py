@@ -190,14 +190,56 @@ def test_two_level_matches_a_loop_over_the_documented_draws():
     assert res["delta"] == pytest.approx(mean_wer[1] - mean_wer[0]) and res["wer"] == pytest.approx(mean_wer[1])
 
 
+def test_seeds_with_the_same_numbers_share_one_draw_matched_by_label():
+    """Pairing by seed number: system 1 lists seeds 3, 1, 2 and takes, in every resample, the draw of
+    system 0's seeds 1, 2, 3 (from seed_counts(3, R, seed, 0)), column by column by label."""
+    from avasr_cli.report.bootstrap import seed_counts, seed_speaker_bootstrap
+
+    rng = np.random.default_rng(2)
+    words = np.full(6, 5.0)
+    errs = [rng.integers(0, 5, (3, 6)).astype(float), rng.integers(0, 5, (3, 6)).astype(float)]
+    ids = [[1, 2, 3], [3, 1, 2]]
+    r = 200
+    spk_counts = resample_counts(3, r, seed=4)
+    draw = seed_counts(3, r, 4, 0)  # columns: seeds 1, 2, 3
+    inv, _ = group_index(GROUPS, 6)
+    deltas = []
+    for i in range(r):
+        w = spk_counts[i][inv]
+        mean = [sum(draw[i][ids[0].index(label)] * (w * errs[k][j]).sum() / (w * words).sum()
+                    for j, label in enumerate(ids[k])) / 3 for k in range(2)]
+        deltas.append(mean[1] - mean[0])
+    res = seed_speaker_bootstrap(errs, [[words] * 3] * 2, GROUPS, seed_ids=ids, n_resamples=r, seed=4)[0]
+    assert (res["ci_low"], res["ci_high"]) == pytest.approx(tuple(np.percentile(deltas, [2.5, 97.5])))
+
+
+def test_pairing_seeds_removes_a_seed_effect_both_systems_share():
+    from avasr_cli.report.bootstrap import seed_speaker_bootstrap
+
+    rng = np.random.default_rng(6)
+    n = 400
+    spk = [f"s{i % 40}" for i in range(n)]
+    shared = (-0.15, 0.0, 0.15)  # seed 1 is hard for both systems, seed 3 easy for both
+    words, ea, eb = _seed_systems(rng, n, shared, shared)
+    args = ([ea, eb], [[words] * 3] * 2, spk)
+    paired = seed_speaker_bootstrap(*args, seed_ids=[[1, 2, 3], [1, 2, 3]], n_resamples=1000, seed=0)[0]
+    unpaired = seed_speaker_bootstrap(*args, n_resamples=1000, seed=0)[0]
+    other_seeds = seed_speaker_bootstrap(*args, seed_ids=[[1, 2, 3], [4, 5, 6]], n_resamples=1000, seed=0)[0]
+    assert other_seeds == unpaired
+    assert paired["delta"] == unpaired["delta"]
+    assert paired["ci_high"] - paired["ci_low"] < 0.5 * (unpaired["ci_high"] - unpaired["ci_low"])
+    assert paired["ci_high"] < 0 < unpaired["ci_high"]  # 30% vs 25% per seed: only the paired test sees it
+
+
 def test_seed_variance_widens_the_two_level_interval():
     from avasr_cli.report.bootstrap import seed_speaker_bootstrap
 
     rng = np.random.default_rng(5)
     n = 400
     spk = [f"s{i % 40}" for i in range(n)]
-    words, ea, eb = _seed_systems(rng, n, (-0.15, 0.0, 0.15), (-0.15, 0.0, 0.15))
-    two = seed_speaker_bootstrap([ea, eb], [[words] * 3] * 2, spk, n_resamples=1000, seed=0)[0]
+    # seed effects not shared by the two systems: paired or not, the seeds' spread is in the interval
+    words, ea, eb = _seed_systems(rng, n, (-0.15, 0.0, 0.15), (0.15, -0.15, 0.0))
+    two = seed_speaker_bootstrap([ea, eb], [[words] * 3] * 2, spk, seed_ids=[[1, 2, 3]] * 2, n_resamples=1000, seed=0)[0]
     one = paired_bootstrap(ea.mean(axis=0), words, eb.mean(axis=0), words, spk, n_resamples=1000, seed=0)
     assert two["delta"] == pytest.approx(one["delta"])
     assert two["ci_high"] - two["ci_low"] > 3 * (one["ci_high"] - one["ci_low"])

@@ -367,10 +367,11 @@ def _averaged(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 
 def test_seed_variance_widens_the_interval(tmp_path):
-    """Training seeds that differ far more than test speakers do: the seed×speaker interval must be
-    wider than the speaker-only one (which only sees the seed-averaged system)."""
+    """Training seeds that differ far more than test speakers do (and not alike in both arms): the
+    seed×speaker interval must be wider than the speaker-only one (which sees only the seed-averaged
+    systems)."""
     direct = [make_run(tmp_path, f"direct-s{s}", seed=s, p_err=p) for s, p in ((1, 0.15), (2, 0.35), (3, 0.55))]
-    image = [make_run(tmp_path, f"img-s{s}", arm="image", seed=s, p_err=p) for s, p in ((1, 0.1), (2, 0.3), (3, 0.5))]
+    image = [make_run(tmp_path, f"img-s{s}", arm="image", seed=s, p_err=p) for s, p in ((1, 0.5), (2, 0.1), (3, 0.3))]
     res = run_compare(CompareConfig(runs=tuple(map(str, direct + image)), n_resamples=400, seed=2))
     row = res.rows[1]
     ea, n, spk = _averaged(direct)
@@ -378,11 +379,26 @@ def test_seed_variance_widens_the_interval(tmp_path):
     one = paired_bootstrap(ea, n, eb, n, spk, n_resamples=400, seed=2)
     assert row["ci_high"] - row["ci_low"] > 2 * (one["ci_high"] - one["ci_low"])
     assert row["interval"] == "seed×speaker" and res.rows[0]["interval"] == "seed×speaker"
+    assert row["seed_pairing"] == "paired"
     assert (row["speaker_ci_low"], row["speaker_ci_high"], row["speaker_p_value"]) == pytest.approx(
         (one["ci_low"], one["ci_high"], one["p_value"]))
     assert row["ci_low"] <= row["delta_wer"] <= row["ci_high"] and row["p_value"] > one["p_value"]
     assert row["delta_wer"] == pytest.approx(np.mean([_report(p)["wer"] for p in image])
                                              - np.mean([_report(p)["wer"] for p in direct]))
+
+
+def test_seed_effects_both_arms_share_cancel_when_seeds_are_paired(tmp_path):
+    """Seed N is hard or easy for both arms alike (same init and data order): paired by seed number, the
+    interval follows the per-seed differences, all about −15 pp, and excludes 0."""
+    direct = [make_run(tmp_path, f"direct-s{s}", seed=s, p_err=p) for s, p in ((1, 0.2), (2, 0.4), (3, 0.6))]
+    image = [make_run(tmp_path, f"img-s{s}", arm="image", seed=s, p_err=p) for s, p in ((1, 0.05), (2, 0.25), (3, 0.45))]
+    other = [make_run(tmp_path, f"ao-s{s}", arm="audio-only", seed=s, p_err=p) for s, p in ((7, 0.05), (8, 0.25), (9, 0.45))]
+    res = run_compare(CompareConfig(runs=tuple(map(str, direct + image + other)), n_resamples=500))
+    img, ao = res.rows[1], res.rows[2]
+    assert img["seed_pairing"] == "paired" and ao["seed_pairing"] == "independent"
+    assert all(d["delta"] < 0 for d in img["seed_deltas"]) and img["ci_high"] < 0
+    assert ao["seed_deltas"] == [] and ao["ci_high"] - ao["ci_low"] > 2 * (img["ci_high"] - img["ci_low"])
+    assert any(n.startswith("audio-only: seed numbers differ") for n in res.flags)
 
 
 def test_one_seed_per_arm_is_the_speaker_bootstrap(tmp_path):
