@@ -32,7 +32,7 @@ from typing import Any
 from avasr_cli.errors import InputError
 
 UNKNOWN_SPEAKER = "unknown"
-PLACEHOLDERS = frozenset({"", "na", "none", "null", "nan", "unknown", "unk", "0"})
+PLACEHOLDERS = frozenset({"", "na", "none", "null", "nan", "unknown"})  # "NA" is what Vaani writes
 SPLIT_NAMES = {"train": "train", "validation": "dev", "valid": "dev", "dev": "dev", "test": "test"}
 _VAANI_NAME = re.compile(r"^IISc_VaaniProject_[A-Za-z]+_([^_]+)_([^_]+)_([^_]+)_")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

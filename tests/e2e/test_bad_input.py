@@ -309,6 +309,23 @@ def test_token_given_on_the_command_line_is_not_echoed(case):
     assert not any(FAKE_TOKEN.encode() in p.read_bytes() for p in home.rglob("*") if p.is_file())
 
 
+@pytest.mark.parametrize("extra, names", [
+    ([], ["no config for language 'kannada'", "--districts"]),  # district configs only: never all of them
+    (["--districts", "Atlantis"], ["--districts Atlantis", "no district config"]),
+])
+def test_vaani_snapshot_configs_that_cannot_be_chosen(case, tmp_path, extra, names):
+    """An older Vaani revision (``{State}_{District}`` configs, no language config), as a local snapshot."""
+    from tests.unit.test_vaani_snapshot import write_older
+
+    home, run = case
+    va, tr = write_older(tmp_path / "snap")
+    before = snapshot(run)
+    proc = avasr(home, run, "prepare", "--source", "vaani", "--lang", "kannada", "--dataset", str(va),
+                 "--transcribed-dataset", str(tr), *extra)
+    assert_clean_error(proc, run, before, *names)
+    assert not (home / "corpora").exists() or not any((home / "corpora").glob("vaani-*"))
+
+
 # --------------------------------------------------------------------------------- features and checkpoints
 def test_features_of_the_wrong_dimension(case):
     home, run = case
