@@ -25,10 +25,10 @@ Two levels (:func:`seed_speaker_bootstrap`), for systems trained with several se
   system ``k`` is the mean over its drawn seeds of that seed's WER on the drawn speakers.
 * Seeds are paired by seed number where the seed sets match (choice documented here): systems whose
   ``seed_ids`` are the same set of distinct labels share one seed draw, matched by label, so a resample
-  that takes seed 2 twice takes it twice in each of them. In avasr a seed number is a block of the design
-  (the same random init, data order and subsample in every arm), so the paired draw resamples the
-  per-seed differences, the variation a rerun would show; when seeds do not matter across systems it
-  is still a valid bootstrap of the difference of means, just without the gain. Systems whose seed set
+  that takes seed 2 twice takes it twice in each of them. In avasr's recipes a seed number is a block of
+  the design (the same seeded init and fine-tuning data order in every arm), so the paired draw
+  resamples the per-seed differences, the variation a rerun would show; where a seed means nothing
+  shared it is still a valid bootstrap of the difference of means, only without the gain. Systems whose seed set
   differs from every earlier one (or unlabelled, or with repeated labels) draw their seeds independently.
 * The seed draw of the first system with a given seed set comes from
   ``numpy.random.default_rng([seed, k + 1])`` (:func:`seed_counts` with ``system=k``), a stream of its
