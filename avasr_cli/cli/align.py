@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
         vision: Annotated[str, typer.Option(help="Vision encoder whose cached features are the target (must match embed-images; auto = the run's).")] = "auto",
         objective: Annotated[str, typer.Option(help="image (the method) or audio-only (the control: NeMo masked-token prediction, same audio and steps).")] = "image",
         loss: Annotated[str, typer.Option(help="clip (InfoNCE), siglip (pairwise sigmoid) or maxsim (frame×patch late interaction).")] = "clip",
-        init: Annotated[str, typer.Option(help="Start encoder: a .nemo file, a NeMo pretrained name, or tiny/small/medium (auto = tiny on the built-in corpus).")] = "auto",
+        init: Annotated[str, typer.Option(help="Start encoder: a .nemo file, a NeMo pretrained name, or tiny/small/medium; builtin-ssl = the built-in pretrained encoder (`avasr pretrain`). auto = builtin-ssl on the built-in corpus when built, else a random tiny encoder.")] = "auto",
         max_steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 300,
         batch_size: Annotated[int, typer.Option(help="Pairs per process per step.")] = 16,
         accumulate: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,

@@ -13,7 +13,7 @@ def register(app: typer.Typer) -> None:
     @app.command("finetune")
     def finetune(
         decoder: Annotated[str, typer.Option(help="hybrid-tdt-ctc (the paper's), hybrid-rnnt-ctc, rnnt, tdt or ctc. TDT runs on CPU too (avasr's PyTorch TDT loss there).")] = "hybrid-tdt-ctc",
-        init: Annotated[str, typer.Option(help="Start encoder when the run has no aligned one: .nemo, NeMo pretrained name, or tiny/small/medium.")] = "auto",
+        init: Annotated[str, typer.Option(help="Start encoder when the run has no aligned one: .nemo, NeMo pretrained name, or tiny/small/medium; builtin-ssl = the built-in pretrained encoder (`avasr pretrain`). auto = builtin-ssl on the built-in corpus when built, else a random tiny encoder.")] = "auto",
         max_steps: Annotated[int, typer.Option(help="Optimiser steps (the budget; keep it equal across arms).")] = 400,
         batch_size: Annotated[int, typer.Option(help="Utterances per process per step.")] = 16,
         accumulate: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,

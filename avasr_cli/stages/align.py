@@ -95,11 +95,28 @@ class AlignResult:
     history: list = field(default_factory=list)
 
 
-def resolve_init(run: RunDir, init: str) -> str:
+def resolve_init(run: RunDir, init: str, rep: Reporter | None = None) -> str:
+    """``auto`` on the built-in corpus: the built-in pretrained start point (``avasr pretrain``) when this
+    machine has built it, else a randomly initialised ``tiny`` encoder (with a warning). ``builtin-ssl``
+    names the start point explicitly. Other corpora need an explicit ``--init``."""
+    from avasr_cli.stages.pretrain import builtin_dir, finished
+
+    prepare = (run.stage("prepare") or {}).get("config", {})
+    if init == "builtin-ssl":
+        directory = builtin_dir(prepare.get("lang", "kannada"))
+        if finished(directory) is None:
+            raise PrerequisiteError(f"--init builtin-ssl: the built-in pretrained encoder is not built on this machine "
+                                    f"({directory})", f"run `avasr pretrain --lang {prepare.get('lang', 'kannada')}` first")
+        return str(directory / "encoder")
     if init != "auto":
         return init
-    prepare = run.stage("prepare") or {}
-    if prepare.get("config", {}).get("source", "builtin") == "builtin":
+    if prepare.get("source", "builtin") == "builtin":
+        directory = builtin_dir(prepare.get("lang", "kannada"))
+        if finished(directory) is not None:
+            return str(directory / "encoder")
+        if rep is not None:
+            rep.warn("no pretrained start point on this machine: starting from a RANDOM tiny encoder "
+                     f"(run `avasr pretrain --lang {prepare.get('lang', 'kannada')}` once for the paper's setting)")
         return "tiny"
     raise ConfigError("--init is required for this corpus",
                       "pass a .nemo file or a NeMo pretrained name, e.g. --init nvidia/stt_kn_fastconformer_hybrid_large_pc")
@@ -191,7 +208,7 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None, callba
     index, info = {}, {}
     if cfg.objective == "image":  # checked before the encoder loads: a bad feature store fails fast
         index, info = load_features(run, cfg, rows)
-    init = resolve_init(run, cfg.init)
+    init = resolve_init(run, cfg.init, rep)
     bundle = load_init(init, seed=cfg.seed)
     init_sha = bundle.weights_sha256()
     rep.log(f"encoder: {bundle.source} (d_model {bundle.d_model}, {bundle.encoder['n_layers']} layers)")

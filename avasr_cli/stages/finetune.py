@@ -127,7 +127,7 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
                               "drop --init, or use a run directory without an align stage")
         bundle, init_kind = EncoderBundle.load(aligned.parent), "aligned"
     else:
-        bundle, init_kind = load_init(resolve_init(run, cfg.init), seed=cfg.seed), "init"
+        bundle, init_kind = load_init(resolve_init(run, cfg.init, rep), seed=cfg.seed), "init"
     rep.log(f"starting from {'the aligned encoder' if init_kind == 'aligned' else 'the base encoder'}: {bundle.source}"
             + (f" + {', '.join(h['stage'] + ':' + h['objective'] for h in bundle.history)}" if bundle.history else ""))
 
