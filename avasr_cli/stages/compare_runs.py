@@ -119,7 +119,7 @@ def run_info(record: dict, root: Path) -> dict:
     abudget = align_budget(ares, acfg, root) if align is not None else None
     objective = first(ares.get("objective"), acfg.get("objective")) if align is not None else None
     vision = first(ares.get("vision"), acfg.get("vision")) if objective != "audio-only" else None
-    loss = first(ares.get("loss"), acfg.get("loss"))
+    loss = first(ares.get("loss"), acfg.get("loss")) if objective != "audio-only" else None  # --loss: image only
     if align is None:
         arm = "direct"
     elif objective == "audio-only":
