@@ -52,15 +52,27 @@ def load_model(path):
     return model
 
 
-def transcribe(model, paths: list[str], batch_size: int, decoder: str = "default") -> list[str]:
+def transcribe(model, paths: list[str], batch_size: int, decoder: str = "default", task=None) -> list[str]:
+    """One stock ``model.transcribe`` call (one DataLoader) over ``paths``; ``task`` advances per batch.
+
+    The progress comes from a forward hook on the encoder, which NeMo's CTC, RNN-T/TDT and hybrid models
+    run once per batch: a batch counts once it is encoded (its decoding follows at once). The hook only
+    reads the batch size; the batching, and so every hypothesis, is stock ``transcribe``'s."""
     if decoder == "ctc":
         if not hasattr(model, "cur_decoder"):
             raise ConfigError("--decoder ctc needs a hybrid model", "drop --decoder")
         model.change_decoding_strategy(decoder_type="ctc", verbose=False)
-    out = model.transcribe(paths, batch_size=batch_size, verbose=False)
+    hook = None
+    if task is not None:
+        hook = model.encoder.register_forward_hook(lambda module, args, out: task.advance(int(out[0].shape[0])))
+    try:
+        out = model.transcribe(paths, batch_size=batch_size, verbose=False)
+    finally:
+        if hook is not None:
+            hook.remove()
+        model.eval()  # transcribe() leaves modules in train mode
     if isinstance(out, tuple):  # older NeMo returns (best, all) for transducers
         out = out[0]
-    model.eval()  # transcribe() leaves modules in train mode
     return [h.text if hasattr(h, "text") else str(h) for h in out]
 
 
@@ -90,11 +102,7 @@ def run_evaluate(run: RunDir, cfg: EvaluateConfig, rep: Reporter | None = None) 
         if not rows:
             raise InputError(f"{manifest} is empty", "run `avasr prepare` again")
         with rep.task(f"transcribing {split}", total=len(rows)) as task:
-            hyps: list[str] = []
-            for start in range(0, len(rows), cfg.batch_size * 8):
-                chunk = rows[start : start + cfg.batch_size * 8]
-                hyps += transcribe(model, [r["audio_filepath"] for r in chunk], cfg.batch_size, cfg.decoder)
-                task.advance(len(chunk))
+            hyps = transcribe(model, [r["audio_filepath"] for r in rows], cfg.batch_size, cfg.decoder, task)
         extra = {k: [str(r.get(k, "")) for r in rows] for k in ("gender", "district") if any(k in r for r in rows)}
         scored = score([r["text"] for r in rows], hyps, utt_ids=[r.get("utt_id", str(i)) for i, r in enumerate(rows)],
                        speakers=[str(r.get("speaker", "")) for r in rows] if any("speaker" in r for r in rows) else None,
