@@ -1,6 +1,7 @@
 """Embedding throughput: avasr end to end vs the bare model forward, measured in one run.
 
     python benchmarks/embed_throughput.py                       # tiny-siglip (untrained), 256 images
+    python benchmarks/embed_throughput.py --model efficientnet-lite0  # the built-in corpus's default (ImageNet CNN)
     python benchmarks/embed_throughput.py --synthetic small          # untrained ViT-S-sized SigLIP (realistic compute)
     python benchmarks/embed_throughput.py --model /models/siglip2-base --batch-size 32
 
@@ -96,10 +97,7 @@ def bare_forward(enc, paths: list[Path], batch_size: int) -> float:
         batch = enc.preprocessor(imgs)
         batches.append({k: (v.to(enc.device, enc.dtype) if v.is_floating_point() else v.to(enc.device)) for k, v in batch.items()})
 
-    def call(b):
-        if enc.arch.startswith("qwen3_vl"):
-            return enc.model(b["pixel_values"], grid_thw=b["image_grid_thw"])
-        return enc.model(**b)
+    call = enc.backend.run  # the family's own forward (model call + token slicing), as the stage runs it
 
     with torch.inference_mode():
         call(batches[0])  # warm-up

@@ -9,24 +9,53 @@ import typer
 from avasr_cli.cli.common import ForceOption, JsonOption, RunDirOption, out, run_stage
 
 
+def _yes_no(value: object, yes: str, no: str) -> str:
+    return yes if value is True else no if value is False else "unknown"
+
+
 def _summary(r: dict) -> str:
     tag = " [UNTRAINED]" if r.get("untrained") and "UNTRAINED" not in r["label"] else ""
     skipped = f", {r['skipped']} skipped (see features.json)" if r.get("skipped") else ""
+    what = (f"{r.get('kind') or 'kind unknown'}; {_yes_no(r.get('pretrained'), 'pretrained', 'not pretrained')}, "
+            f"{_yes_no(r.get('available_offline'), 'available offline', 'needed the network')}")
     return (f"{r['images']} images: {r['embedded']} embedded, {r['cached']} cached{skipped}\n"
             f"model {r['label']}{tag}, dim {r['dim']}, {r['num_patches']} patches, pooling {r['pooling']}\n"
-            f"store {r['store']}")
+            f"{what}\nstore {r['store']}")
+
+
+def _print_registry(as_json: bool) -> None:
+    import json
+
+    from rich.table import Table
+
+    from avasr_cli.vision.registry import registry_rows
+
+    rows = registry_rows()
+    if as_json:
+        out.print_json(json.dumps(rows, ensure_ascii=False))
+        return
+    table = Table()
+    table.add_column("name", no_wrap=True)
+    for col in ("what it is", "pretrained", "text-aligned", "available offline"):
+        table.add_column(col)
+    table.add_column("details", overflow="fold")
+    for row in rows:
+        offline = ("yes (" + row["where"] + ")") if row["available_offline"] else "no: " + row["where"]
+        table.add_row(row["name"], row["kind"], _yes_no(row["pretrained"], "pretrained", "UNTRAINED"),
+                      _yes_no(row["text_aligned"], "yes", "no"), offline, f"{row['label']}; {row['model']}")
+    out.print(table)
 
 
 def embed_images(
     run_dir: RunDirOption = None,
-    vision: Annotated[str, typer.Option(help="Registry name (see --list), hub id owner/name, or a local model directory. auto: tiny-siglip for the built-in corpus, else siglip2.")] = "auto",
+    vision: Annotated[str, typer.Option(help="Registry name (see --list), hub id owner/name, or a local model directory. auto: efficientnet-lite0 (ImageNet-pretrained CNN, offline) for the built-in corpus, else siglip2.")] = "auto",
     revision: Annotated[Optional[str], typer.Option(help="Hub revision (branch, tag or commit) to pin.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     patch_pool: Annotated[int, typer.Option(help="Average-pool patch tokens to a K×K grid before storing (0 = keep all).")] = 0,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow a hub model's own Python code to run.")] = False,
     workers: Annotated[int, typer.Option(help="Image decoding worker processes (0 = decode in the main process).")] = 2,
-    list_: Annotated[bool, typer.Option("--list", help="Print the encoder registry and exit (no run directory needed).")] = False,
+    list_: Annotated[bool, typer.Option("--list", help="Print the encoder registry (what each is, pretrained, offline) and exit; with --json as JSON.")] = False,
     force: ForceOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -35,6 +64,8 @@ def embed_images(
 
     Examples:
 
+        avasr embed-images                      # built-in corpus: efficientnet-lite0, offline
+
         avasr embed-images --vision siglip2
 
         avasr embed-images --vision /models/my-siglip --batch-size 64
@@ -42,15 +73,7 @@ def embed_images(
         avasr embed-images --list
     """
     if list_:
-        from rich.table import Table
-
-        from avasr_cli.vision.registry import registry_rows
-
-        table = Table("name", "description")
-        table.add_column("model", overflow="fold")
-        for row in registry_rows():
-            table.add_row(row["name"], row["label"], row["model"])
-        out.print(table)
+        _print_registry(as_json)
         raise typer.Exit()
     from avasr_cli.stages.embed_images import EmbedConfig, run_embed_images
 

@@ -61,7 +61,13 @@ class EmbedResult:
     model_id: str
     revision: str | None
     label: str
-    untrained: bool
+    untrained: bool  # random weights (compare flags runs aligned to such features)
+    family: str  # the adapter that loaded it: "hf" (transformers towers) or "efficientnet"
+    pretrained: bool | None  # None: not known (a generic backbone)
+    text_aligned: bool | None
+    kind: str  # e.g. "ImageNet-pretrained CNN, not text-aligned"
+    weights_source: str
+    available_offline: bool | None  # the weights were found without the network
     dim: int
     num_patches: int
     grid: list[int]
@@ -81,12 +87,13 @@ class EmbedResult:
 
 
 def resolve_vision(run: RunDir, cfg: EmbedConfig) -> str:
-    """``auto`` → ``tiny-siglip`` for the built-in corpus (hub weights unavailable), else ``siglip2``."""
+    """``auto`` → ``efficientnet-lite0`` for the built-in corpus (ImageNet-pretrained, from a pip package, no
+    network), else ``siglip2``."""
     prep = run.require("prepare", hint="run `avasr prepare` first")
     if cfg.vision != "auto":
         return cfg.vision
     source = (prep.get("config") or {}).get("source")
-    return "tiny-siglip" if source == "builtin" else "siglip2"
+    return "efficientnet-lite0" if source == "builtin" else "siglip2"
 
 
 def collect_images(run: RunDir) -> tuple[dict[str, str], list[dict], int]:
@@ -181,6 +188,8 @@ def run_embed_images(run: RunDir, cfg: EmbedConfig, rep: Reporter | None = None)
     info, config = inspect_vision_model(vision, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
     if info.untrained:
         rep.warn(f"{info.label}: features from an UNTRAINED model carry no visual meaning")
+    else:
+        rep.log(f"vision encoder {info.label}: {info.kind}; weights from {info.weights_source}")
     key = {"model_id": info.model_id, "revision": info.revision, "layer": info.layer, "pooling": info.pooling,
            "patch_pool": cfg.patch_pool}
     path = store_path(key)
@@ -196,8 +205,8 @@ def run_embed_images(run: RunDir, cfg: EmbedConfig, rep: Reporter | None = None)
                               f"use a K between 1 and {min(grid)}, or 0 to keep every patch")
         if cfg.patch_pool:
             grid = [cfg.patch_pool, cfg.patch_pool]
-        meta = {**key, "label": info.label, "untrained": info.untrained, "arch": info.arch, "dim": enc.dim,
-                "num_patches": grid[0] * grid[1], "grid": grid}
+        meta = {**key, **_describe(info), "arch": info.arch, "dim": enc.dim, "num_patches": grid[0] * grid[1],
+                "grid": grid}
         store = FeatureStore.open_or_create(None, meta)
         todo = store.missing(images)
         rep.log(f"{len(images) - len(todo)} of {len(images)} images cached; embedding {len(todo)} with {info.label} on {device}")
@@ -213,7 +222,7 @@ def run_embed_images(run: RunDir, cfg: EmbedConfig, rep: Reporter | None = None)
                          "check the image files (a file that opens but fails to decode is corrupt)")
     result = EmbedResult(
         vision=vision, store=str(store.path), store_key=store_key(key), model_id=info.model_id, revision=info.revision,
-        label=info.label, untrained=info.untrained, dim=store.dim, num_patches=store.num_patches,
+        **_describe(info), dim=store.dim, num_patches=store.num_patches,
         grid=list(store.meta.get("grid") or []), layer=info.layer, pooling=info.pooling, patch_pool=cfg.patch_pool,
         dtype="float16", device=device, images=len(images), embedded=embedded,
         cached=len(images) - embedded - len(skipped_shas & set(images)), skipped=len(skipped), skipped_images=skipped,
@@ -222,6 +231,13 @@ def run_embed_images(run: RunDir, cfg: EmbedConfig, rep: Reporter | None = None)
     )
     write_json_atomic(run.root / "features.json", dataclasses.asdict(result))
     return result
+
+
+def _describe(info) -> dict:
+    """What the features are, as every record (features.json, the stage result, store.json) states it."""
+    return {"label": info.label, "untrained": info.untrained, "family": info.family, "pretrained": info.pretrained,
+            "text_aligned": info.text_aligned, "kind": info.kind, "weights_source": info.weights_source,
+            "available_offline": info.available_offline}
 
 
 def _embed(enc, store, items, cfg: EmbedConfig, rep: Reporter, skipped: list) -> tuple[int, float]:

