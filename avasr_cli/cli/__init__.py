@@ -1,4 +1,4 @@
-"""The ``avasr`` command: six commands over one run directory.
+"""The ``avasr`` command: six commands over one run directory, and ``pretrain`` for the shared start point.
 
 Importing this module must stay cheap (no torch, NeMo or transformers): ``avasr --help`` and
 ``avasr compare`` start in well under a second.
@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from avasr_cli import __version__
-from avasr_cli.cli import align, compare, embed, evaluate, finetune, prepare
+from avasr_cli.cli import align, compare, embed, evaluate, finetune, prepare, pretrain
 from avasr_cli.cli.common import debug, render_error
 from avasr_cli.errors import AvasrError
 
@@ -23,7 +23,8 @@ app = typer.Typer(
     help=(
         "Align a speech encoder with image representations before ASR fine-tuning.\n\n"
         "Stages read and write one run directory (--run-dir, $AVASR_RUN_DIR, or the current directory):\n\n"
-        "prepare → embed-images → align → finetune → evaluate, then compare runs."
+        "prepare → embed-images → align → finetune → evaluate, then compare runs.\n\n"
+        "pretrain builds the self-supervised starting encoder once per machine (shared, not per run)."
     ),
     no_args_is_help=True,
     add_completion=True,
@@ -50,7 +51,7 @@ def _root(
         os.environ["AVASR_RUN_DIR"] = str(run_dir)
 
 
-for _module in (prepare, embed, align, finetune, evaluate, compare):
+for _module in (pretrain, prepare, embed, align, finetune, evaluate, compare):
     _module.register(app)
 
 

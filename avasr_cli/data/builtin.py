@@ -38,10 +38,13 @@ from avasr_cli.run import avasr_home, write_json_atomic, write_jsonl_atomic
 if TYPE_CHECKING:
     import numpy as np
 
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2  # 2: a reserved share of scenes and fresh speakers for the pretraining pool
 CHUNK = 100  # utterances per worker process (fixed: the audio must not depend on the number of workers)
 IMAGE_SIZE = 224
 SPLITS = ("align", "train", "dev", "test")
+# One scene type (the groups a sentence describes) in RESERVED_EVERY belongs to the pretraining pool only:
+# pool sentences never occur in align, train, dev or test of any built-in corpus, and vice versa.
+RESERVED_EVERY = 5
 
 
 @dataclass(frozen=True)
@@ -91,10 +94,13 @@ class CorpusConfig:
     num_train: int = 300
     num_dev: int = 60
     num_test: int = 120
+    num_pretrain: int = 0  # untranscribed pool for self-supervised pretraining (its own speakers and sentences)
     version: int = CORPUS_VERSION
 
     def sizes(self) -> dict[str, int]:
-        return {"align": self.num_align, "train": self.num_train, "dev": self.num_dev, "test": self.num_test}
+        sizes = {"align": self.num_align, "train": self.num_train, "dev": self.num_dev, "test": self.num_test,
+                 "pretrain": self.num_pretrain}
+        return {k: v for k, v in sizes.items() if v}
 
     def key(self, espeak: str) -> str:
         blob = json.dumps({**dataclasses.asdict(self), "espeak": espeak, "chunk": CHUNK}, sort_keys=True)
@@ -133,7 +139,7 @@ def plan(cfg: CorpusConfig) -> list[dict]:
             scene_of = [n_scenes + int(i) // 2 for i in rng.permutation(n)]
         else:
             scene_of = [n_scenes + i for i in range(n)]
-        scenes = {s: _scene(rng, s, list(lang.shapes)) for s in sorted(set(scene_of))}
+        scenes = {s: _scene(rng, s, list(lang.shapes), pool=split == "pretrain") for s in sorted(set(scene_of))}
         n_scenes += len(scenes)
         for i in range(n):
             scene = scenes[scene_of[i]]
@@ -160,22 +166,38 @@ def _speakers(lang: Language, rng) -> dict[str, list[dict]]:
                         for v in sorted(vs) for k in range(SPEAKERS_PER_VOICE)]
                 for split, vs in voices.items()}
     speakers["align"] = speakers["train"]
+    # the pool's speakers: train voices (dev/test voices are never heard before evaluation) with their own
+    # rate and pitch, so no pool speaker is an align/train/dev/test speaker
+    speakers["pretrain"] = [dict(id=f"{lang.code}-{v}-pool{k}", voice=f"{lang.code}+{v}", gender=shipped[v],
+                                 rate=int(rng.integers(170, 231)), pitch=int(rng.integers(30, 71)),
+                                 range=int(rng.integers(25, 86)))
+                            for v in sorted(voices["train"]) for k in range(SPEAKERS_PER_VOICE)]
     return speakers
 
 
-def _scene(rng, index: int, shapes: list[str]) -> dict:
-    """1-4 objects of one colour and shape; sometimes a second group of 1-3 that differs in colour or shape."""
+def is_reserved(groups) -> bool:
+    """Whether a scene type belongs to the pretraining pool (a fixed hash of its groups)."""
+    key = json.dumps([list(g) for g in groups]).encode()
+    return int(hashlib.sha256(key).hexdigest()[:8], 16) % RESERVED_EVERY == 0
+
+
+def _scene(rng, index: int, shapes: list[str], pool: bool = False) -> dict:
+    """1-4 objects of one colour and shape; sometimes a second group of 1-3 that differs in colour or shape.
+    Scene types are drawn again until they fall in the pool's share (``pool``) or outside it."""
     colours = list(RGB)
 
     def group(most: int) -> tuple[int, str, str]:
         return int(rng.integers(1, most + 1)), colours[rng.integers(len(colours))], shapes[rng.integers(len(shapes))]
 
-    groups = [group(4)]
-    if rng.random() < 0.3:
-        second = group(3)
-        while second[1:] == groups[0][1:]:
+    while True:
+        groups = [group(4)]
+        if rng.random() < 0.3:
             second = group(3)
-        groups.append(second)
+            while second[1:] == groups[0][1:]:
+                second = group(3)
+            groups.append(second)
+        if is_reserved(groups) == pool:
+            break
     framed = len(groups) == 1 and bool(rng.random() < 0.5)  # "in the picture there is ..." (short ones only)
     return dict(index=index, groups=groups, framed=framed, bg=int(rng.integers(len(BACKGROUNDS))))
 

@@ -100,15 +100,21 @@ def quiet_libraries() -> None:
 
 def make_trainer(hw: Hardware, *, max_steps: int, ckpt_dir: Path, every: int, callbacks=(), accumulate: int = 1,
                  val_every: int | None = None, monitor: str | None = None, mode: str = "min",
-                 log_dir: Path | None = None) -> pl.Trainer:
+                 log_dir: Path | None = None, resuming: bool = False) -> pl.Trainer:
     """``log_dir``: where TensorBoard event files go (train loss, learning rate, gradient norm, and
-    whatever the module logs, e.g. NeMo's ``val_wer``); ``tensorboard --logdir runs`` finds them."""
+    whatever the module logs, e.g. NeMo's ``val_wer``); ``tensorboard --logdir runs`` finds them. A run
+    that starts afresh (not ``resuming``) clears the curves of an earlier run there first."""
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
     quiet_libraries()
     logger, monitors = False, []
     if log_dir is not None:
+        import shutil
+
         from lightning.pytorch.loggers import TensorBoardLogger
+
+        if not resuming:
+            shutil.rmtree(log_dir, ignore_errors=True)
 
         # name="" and version="": one fixed directory, so a resumed run appends to the same curves
         logger = TensorBoardLogger(save_dir=str(log_dir), name="", version="", default_hp_metric=False)

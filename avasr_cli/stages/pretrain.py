@@ -1,0 +1,191 @@
+"""``avasr pretrain``: self-supervised pretraining of a FastConformer on untranscribed audio — the
+"pretrained speech encoder" every arm of an experiment starts from.
+
+The objective is the audio-only control's (NeMo's NEST / BEST-RQ masked-token prediction, at NeMo's
+recipe settings), run on a pool of audio that is *not* the experiment's: on the built-in corpus, a pool
+with its own speakers and sentences (:data:`avasr_cli.data.builtin.RESERVED_EVERY`), by default ten times
+the default alignment pool; for your own data, ``--manifest`` (NeMo JSON lines with ``audio_filepath``
+and ``duration``; no text needed).
+
+The output is an encoder directory (``encoder/encoder.json`` + ``encoder.safetensors``), a valid
+``--init`` for align and finetune, plus ``pretrain.json`` (written last: the marker of a finished run).
+The built-in start point lives in ``$AVASR_HOME/pretrained/builtin-ssl-<lang>`` and is what
+``--init auto`` means on the built-in corpus once it has been built. A rerun with the same options is a
+no-op; a killed run resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from avasr_cli.errors import ConfigError, InputError, at_least_one, raise_problems
+from avasr_cli.progress import Reporter
+from avasr_cli.run import avasr_home, sha256_file, write_json_atomic
+
+POOL_PER_ALIGN_CLIP = 10  # the pool holds ten times the default alignment pool (800 clips)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    lang: str = "kannada"
+    manifest: str = ""  # "" = the built-in pool
+    out: str = ""  # "" = $AVASR_HOME/pretrained/builtin-ssl-<lang> (built-in) — required with --manifest
+    init: str = "tiny"
+    num_clips: int = 8000
+    max_steps: int = 1500
+    batch_size: int = 16
+    accumulate: int = 1
+    lr: float = 2e-3
+    weight_decay: float = 1e-3
+    warmup_steps: int = 150
+    seed: int = 0
+    ssl_mask_prob: float = 0.01
+    ssl_block_size: int = 40
+    ssl_codebook_size: int = 8192
+    gpus: int = 0
+    nodes: int = 1
+    cpu_procs: int = 1
+    precision: str = "auto"
+    checkpoint_every: int = 250
+    resume: bool = True
+    workers: int = 2
+
+    def validate(self) -> None:
+        from avasr_cli.data.builtin import ALIASES, LANGUAGES
+
+        problems = at_least_one(self, ("num_clips", "max_steps", "batch_size", "accumulate", "checkpoint_every",
+                                       "cpu_procs", "nodes", "ssl_block_size"))
+        if not self.manifest and ALIASES.get(self.lang, self.lang) not in LANGUAGES:
+            problems.append(f"--lang {self.lang!r}: the built-in pool has {', '.join(LANGUAGES)}")
+        if self.manifest and not self.out:
+            problems.append("--out is required with --manifest (where to write the pretrained encoder)")
+        if self.lr <= 0:
+            problems.append("--lr must be positive")
+        if not 0.0 < self.ssl_mask_prob < 1.0:
+            problems.append("--ssl-mask-prob must be in (0, 1)")
+        if self.ssl_codebook_size < 2:
+            problems.append("--ssl-codebook-size must be at least 2")
+        raise_problems(problems, "see `avasr pretrain --help`")
+
+    def ssl_settings(self) -> dict:
+        return {"mask_prob": self.ssl_mask_prob, "block_size": self.ssl_block_size, "num_codes": self.ssl_codebook_size}
+
+
+# options that do not change the result (where and how fast it runs)
+_RUNTIME = ("gpus", "nodes", "cpu_procs", "workers", "resume", "checkpoint_every", "out")
+
+
+def builtin_dir(lang: str) -> Path:
+    from avasr_cli.data.builtin import ALIASES
+
+    return avasr_home() / "pretrained" / f"builtin-ssl-{ALIASES.get(lang, lang)}"
+
+
+def output_dir(cfg: PretrainConfig) -> Path:
+    return Path(cfg.out).expanduser() if cfg.out else builtin_dir(cfg.lang)
+
+
+def finished(directory: Path) -> dict | None:
+    """The record of a finished pretraining in ``directory`` (None when absent or unfinished)."""
+    try:
+        record = json.loads((directory / "pretrain.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if (directory / "encoder" / "encoder.json").is_file() else None
+
+
+def _pool_rows(cfg: PretrainConfig, rep: Reporter) -> tuple[list[dict], dict]:
+    """Rows (absolute ``audio_filepath``, ``duration``) of the pool, and what the record says about it."""
+    from avasr_cli.data.manifest import check_audio_files, read_manifest, total_hours
+
+    if cfg.manifest:
+        rows = read_manifest(cfg.manifest, require=("audio_filepath", "duration"))
+        check_audio_files(cfg.manifest, rows)
+        return rows, {"kind": "manifest", "manifest": str(Path(cfg.manifest).resolve()), "clips": len(rows),
+                      "hours": round(total_hours(rows), 3), "speakers": len({r.get("speaker") for r in rows} - {None})}
+    from avasr_cli.data.builtin import ALIASES, CorpusConfig, generate_corpus
+
+    lang = ALIASES.get(cfg.lang, cfg.lang)
+    corpus = generate_corpus(CorpusConfig(lang=lang, seed=cfg.seed, num_align=0, num_train=0, num_dev=0, num_test=0,
+                                          num_pretrain=cfg.num_clips), rep)
+    rows = [{"audio_filepath": str(corpus.dir / r["audio"]), "duration": r["duration"], "speaker": r["speaker"]}
+            for r in corpus.rows]
+    return rows, {"kind": "builtin pool", "corpus": str(corpus.dir), "clips": len(rows),
+                  "hours": round(total_hours(rows), 3), "speakers": len({r["speaker"] for r in rows}),
+                  "disjoint": "own speakers (train voices, own rate/pitch) and own scene types: no pool sentence "
+                              "or speaker is in any built-in align/train/dev/test split"}
+
+
+def run_pretrain(cfg: PretrainConfig, rep: Reporter | None = None, force: bool = False) -> dict:
+    rep = rep or Reporter()
+    cfg.validate()
+    out = output_dir(cfg)
+    options = {k: v for k, v in asdict(cfg).items() if k not in _RUNTIME}
+    done = finished(out)
+    if done is not None and not force:
+        if done.get("options") == options:
+            rep.log(f"pretrained encoder already in {out} (use --force to redo it)")
+            return dict(done, reused=True)
+        raise ConfigError(f"{out} holds a pretrained encoder made with other options",
+                          "pass another --out, or --force to replace it")
+    import torch
+
+    from avasr_cli.models.align_module import AlignModule
+    from avasr_cli.models.fastconformer import load_init
+    from avasr_cli.models.trainer import (ReporterCallback, checkpoints_for, make_trainer, quiet_libraries,
+                                          resolve_hardware, teardown_distributed)
+    from avasr_cli.run import write_jsonl_atomic
+
+    quiet_libraries()
+    hw = resolve_hardware(cfg.gpus, cfg.nodes, cfg.cpu_procs, cfg.precision)
+    rows, pool = _pool_rows(cfg, rep)
+    if len(rows) < cfg.batch_size * hw.world_size:
+        raise InputError(f"the pretraining pool has {len(rows)} clips, fewer than one global batch "
+                         f"({cfg.batch_size} x {hw.world_size})", "lower --batch-size or give more audio")
+    out.mkdir(parents=True, exist_ok=True)
+    pool_manifest = out / "pool.jsonl"
+    write_jsonl_atomic(pool_manifest, rows)
+    bundle = load_init(cfg.init, seed=cfg.seed)
+    init_sha = bundle.weights_sha256()
+    rep.log(f"pretraining {bundle.source} on {pool['clips']} clips ({pool['hours']} h) with masked-token prediction")
+    torch.manual_seed(cfg.seed)
+    module = AlignModule(bundle, objective="audio-only", rows=rows, batch_size=cfg.batch_size, lr=cfg.lr,
+                         weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps,
+                         seed=cfg.seed, num_workers=cfg.workers, ssl=cfg.ssl_settings())
+    ckpt_dir = out / "checkpoints"
+    resume = checkpoints_for(ckpt_dir, options, rep, {"pool": sha256_file(pool_manifest), "starting encoder": init_sha})
+    start = time.time()
+    with rep.task("pretrain (masked-token prediction)", total=cfg.max_steps) as task:
+        trainer = make_trainer(hw, max_steps=cfg.max_steps, ckpt_dir=ckpt_dir, every=cfg.checkpoint_every,
+                               callbacks=[ReporterCallback(task)], accumulate=cfg.accumulate,
+                               log_dir=out / "tensorboard", resuming=resume is not None)
+        trainer.fit(module, ckpt_path=str(resume) if resume else None)
+    final_loss = trainer.callback_metrics.get("train_loss")
+    teardown_distributed()
+    if trainer.global_rank != 0:
+        raise SystemExit(0)
+    name = out.name
+    bundle.state_dict = {k: v.detach().cpu().clone() for k, v in module.encoder.state_dict().items()}
+    bundle.source = (f"{name} (NEST/BEST-RQ masked-token prediction from {cfg.init}, {pool['clips']} clips, "
+                     f"{cfg.max_steps} steps)")
+    bundle.history = list(bundle.history) + [{"stage": "pretrain", "objective": "audio-only", "pool": pool,
+                                              "steps": int(trainer.global_step), "ssl": cfg.ssl_settings()}]
+    bundle.save(out / "encoder")
+    record = {"format": "avasr-pretrain-v1", "options": options, "encoder_dir": str(out / "encoder"),
+              "source": bundle.source, "pool": pool, "steps": int(trainer.global_step),
+              "final_loss": float(final_loss) if final_loss is not None else None,
+              "chance_loss": round(float(torch.log(torch.tensor(float(cfg.ssl_codebook_size)))), 3),
+              "init": cfg.init, "init_sha256": init_sha, "encoder_sha256": bundle.weights_sha256(),
+              "seconds": round(time.time() - start, 1), "world_size": hw.world_size}
+    write_json_atomic(out / "pretrain.json", record)  # last: the marker of a finished pretraining
+    return dict(record, reused=False)
+
+
+def describe(result: dict) -> str:
+    loss = f"{result['final_loss']:.3f}" if result.get("final_loss") is not None else "—"
+    return (f"pretrained encoder → {result['encoder_dir']} ({result['steps']} steps on {result['pool']['clips']} clips, "
+            f"{result['pool']['hours']} h; final masked-token loss {loss}, chance {result['chance_loss']})\n"
+            f"use it with --init {result['encoder_dir']}")
