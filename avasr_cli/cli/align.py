@@ -19,8 +19,11 @@ def register(app: typer.Typer) -> None:
         max_steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 300,
         batch_size: Annotated[int, typer.Option(help="Pairs per process per step.")] = 16,
         accumulate: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
-        lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up then cosine).")] = 1e-3,
+        lr: Annotated[float, typer.Option(help="Peak learning rate of the encoder (AdamW, warm-up then cosine).")] = 1e-3,
         warmup_steps: Annotated[int, typer.Option(help="Linear warm-up steps.")] = 30,
+        head_lr_ratio: Annotated[float, typer.Option(help="Learning rate of the new parts (projection head, temperature, SigLIP bias; the audio-only decoder) over --lr.")] = 1.0,
+        layer_decay: Annotated[float, typer.Option(help="Layer-wise rate decay: the aligned layer gets --lr, each layer below it this factor times the one above (1 = off).")] = 1.0,
+        align_layer: Annotated[int, typer.Option(help="Conformer layer whose output is aligned (0-based; negative counts from the last, -1 = the last). Later layers are not trained and are kept as they are.")] = -1,
         freeze_layers: Annotated[int, typer.Option(help="Freeze the subsampling and the first N conformer layers (0 = update all, as in the paper).")] = 0,
         heldout_images: Annotated[float, typer.Option(help="Fraction of images held out for recall@k before/after.")] = 0.1,
         seed: Annotated[int, typer.Option(help="Seed for init, data order and held-out split.")] = 0,
@@ -40,8 +43,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Align the speech encoder with image features (or run the audio-only control).
 
-        Trains every encoder layer so that pooled (or frame-level) audio embeddings land on the cached
-        vision features of the image that prompted the speech. No transcripts are used. Writes the
+        Trains every encoder layer (up to --align-layer) so that pooled (or frame-level) audio embeddings
+        land on the cached vision features of the image that prompted the speech. No transcripts are used.
+        Biases, norms, the temperature and the SigLIP bias get no weight decay. Writes the
         aligned encoder to align/encoder/, recall@k before/after on held-out and on training pairs to
         align/recall.json (and says whether the alignment generalises or only memorises pairs), and
         TensorBoard curves to align/tensorboard/.
@@ -52,12 +56,15 @@ def register(app: typer.Typer) -> None:
 
             avasr align --loss siglip --max-steps 2000
 
+            avasr align --align-layer 8 --head-lr-ratio 2 --layer-decay 0.9
+
             avasr -r runs/audio-only align --objective audio-only
         """
         from avasr_cli.stages.align import AlignConfig, describe, run_align
 
         cfg = AlignConfig(objective=objective, vision=vision, loss=loss, init=init, max_steps=max_steps,
                           batch_size=batch_size, accumulate=accumulate, lr=lr, warmup_steps=warmup_steps,
+                          head_lr_ratio=head_lr_ratio, layer_decay=layer_decay, align_layer=align_layer,
                           freeze_layers=freeze_layers, heldout_images=heldout_images, seed=seed, gpus=gpus,
                           nodes=nodes, cpu_procs=cpu_procs, precision=precision, checkpoint_every=checkpoint_every,
                           workers=workers, resume=resume, ssl_mask_prob=ssl_mask_prob, ssl_block_size=ssl_block_size,

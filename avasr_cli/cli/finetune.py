@@ -17,8 +17,10 @@ def register(app: typer.Typer) -> None:
         max_steps: Annotated[int, typer.Option(help="Optimiser steps (the budget; keep it equal across arms).")] = 400,
         batch_size: Annotated[int, typer.Option(help="Utterances per process per step.")] = 16,
         accumulate: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
-        lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 2e-3,
+        lr: Annotated[float, typer.Option(help="Peak learning rate of the encoder (AdamW).")] = 2e-3,
         warmup_steps: Annotated[int, typer.Option(help="Warm-up steps.")] = 40,
+        head_lr_ratio: Annotated[float, typer.Option(help="Learning rate of the new decoder, joint and CTC head over --lr.")] = 1.0,
+        layer_decay: Annotated[float, typer.Option(help="Layer-wise rate decay: the top encoder layer gets --lr, each layer below it this factor times the one above (1 = off).")] = 1.0,
         schedule: Annotated[str, typer.Option(help="cosine (warm-up + cosine) or noam (NeMo's NoamAnnealing).")] = "cosine",
         vocab_size: Annotated[int, typer.Option(help="SentencePiece vocabulary size (raised to cover every character).")] = 64,
         spec_augment: Annotated[bool, typer.Option(help="SpecAugment on the training batches.")] = True,
@@ -37,8 +39,9 @@ def register(app: typer.Typer) -> None:
         """Fine-tune a NeMo FastConformer ASR model on the transcribed train split.
 
         Starts from the run's aligned encoder when it has one, else from --init. Trains a SentencePiece
-        tokenizer on the train transcripts (text kept as written) and always a fresh decoder. Writes
-        finetune/model.nemo (best dev WER) and records the budget for `avasr compare`.
+        tokenizer on the train transcripts (text kept as written) and always a fresh decoder (its own rate:
+        --head-lr-ratio; biases and norms get no weight decay). Writes finetune/model.nemo (best dev WER)
+        and records the budget for `avasr compare`.
 
         [bold]Examples:[/bold]
 
@@ -47,11 +50,14 @@ def register(app: typer.Typer) -> None:
             avasr finetune --decoder ctc --max-steps 400
 
             avasr finetune --train-hours 1 --gpus 2
+
+            avasr finetune --lr 1.4e-4 --head-lr-ratio 2 --warmup-steps 5000 --max-steps 50000 --gpus 1
         """
         from avasr_cli.stages.finetune import FinetuneConfig, describe, run_finetune
 
         cfg = FinetuneConfig(decoder=decoder, init=init, max_steps=max_steps, batch_size=batch_size,
-                             accumulate=accumulate, lr=lr, warmup_steps=warmup_steps, schedule=schedule,
+                             accumulate=accumulate, lr=lr, warmup_steps=warmup_steps, head_lr_ratio=head_lr_ratio,
+                             layer_decay=layer_decay, schedule=schedule,
                              vocab_size=vocab_size, spec_augment=spec_augment, train_hours=train_hours,
                              val_every=val_every, seed=seed, gpus=gpus, nodes=nodes, precision=precision, workers=workers, resume=resume)
         cfg.validate()

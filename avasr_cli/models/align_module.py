@@ -3,6 +3,11 @@ encoder's space (image objective) or with NeMo's masked-token-prediction objecti
 
 Both objectives share the encoder, the data order, the batch, the optimiser and the schedule, so the
 audio-only control differs from the image arm only in what the encoder is asked to predict.
+
+``align_layer`` picks the conformer layer whose output is aligned (default: the last). The module then
+holds only the subsampling and the layers up to it; the layers after it take no part in the forward
+pass, so no objective trains them: they are kept as they were at the start and written back unchanged
+into the aligned encoder (:meth:`AlignModule.encoder_state`), for fine-tuning to train with the rest.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from avasr_cli.errors import ConfigError
 from avasr_cli.models.audio_data import BucketBatchSampler, PairCollate, PairDataset, collate
 from avasr_cli.models.fastconformer import EncoderBundle
 from avasr_cli.models.losses import LOSSES, masked_mean, maxsim_scores, world
+from avasr_cli.models.param_groups import build_param_groups
 
 
 # NeMo's NEST / BEST-RQ FastConformer recipe (examples/asr/conf/ssl/nest/nest_fast-conformer.yaml):
@@ -51,17 +58,49 @@ class AudioOnlyObjective(nn.Module):
         self.float()  # NeMo builds the codebooks in float64
 
 
+def resolve_layer(index: int | None, n_layers: int) -> int:
+    """``--align-layer``: an index into the conformer layers (negative counts from the last; None = the
+    last) → the 0-based layer."""
+    if index is None:
+        return n_layers - 1
+    if not -n_layers <= index < n_layers:
+        raise ConfigError(f"--align-layer {index}: the encoder has {n_layers} conformer layers",
+                          f"use 0..{n_layers - 1}, or -1..-{n_layers} counted back from the last")
+    return index % n_layers
+
+
+def _after(key: str, layer: int) -> bool:
+    """Is encoder state ``key`` above ``layer`` (a later conformer layer, or the output projection)?"""
+    parts = key.split(".")
+    return (parts[0] == "layers" and int(parts[1]) > layer) or parts[0] == "out_proj"
+
+
+def truncated_encoder(bundle: EncoderBundle, layer: int):
+    """The encoder up to conformer ``layer`` → (module, the state of the layers after it)."""
+    n = int(bundle.encoder["n_layers"])
+    if layer == n - 1:
+        return bundle.build_encoder(), {}
+    config = dict(bundle.encoder, n_layers=layer + 1)
+    if int(config.get("feat_out", -1) or -1) > 0:
+        config["feat_out"] = -1  # the output projection belongs to the last layer: kept aside with it
+    kept = {k: v for k, v in bundle.state_dict.items() if not _after(k, layer)}
+    tail = {k: v.detach().clone() for k, v in bundle.state_dict.items() if _after(k, layer)}
+    return EncoderBundle(bundle.preprocessor, config, kept, bundle.source, []).build_encoder(), tail
+
+
 class AlignModule(pl.LightningModule):
     def __init__(self, bundle: EncoderBundle, *, objective: str, loss: str = "clip", vision_dim: int = 0,
                  rows: list[dict] | None = None, image_index: dict[str, int] | None = None,
                  store_path: str | None = None,
                  batch_size: int = 16, lr: float = 1e-3, weight_decay: float = 1e-3, warmup_steps: int = 50,
                  max_steps: int = 1000, seed: int = 0, freeze_layers: int = 0, num_workers: int = 2,
-                 ssl: dict | None = None):
+                 ssl: dict | None = None, head_lr_ratio: float = 1.0, layer_decay: float = 1.0,
+                 align_layer: int | None = None):
         super().__init__()
         pre = dict(bundle.preprocessor, pad_to=16)  # frames divisible by the 8x subsampling
         self.preprocessor = EncoderBundle(pre, bundle.encoder, {}, "", []).build_preprocessor()
-        self.encoder = bundle.build_encoder()
+        self.align_layer = resolve_layer(align_layer, int(bundle.encoder["n_layers"]))
+        self.encoder, self._tail = truncated_encoder(bundle, self.align_layer)
         d = bundle.d_model
         self.objective, self.loss_name = objective, loss
         if objective == "image":
@@ -74,8 +113,14 @@ class AlignModule(pl.LightningModule):
         # image features are read per batch from the memory-mapped store by the DataLoader workers
         self.collate = PairCollate(store_path if objective == "image" else None, patches=loss == "maxsim")
         self.hp = dict(batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
-                       max_steps=max_steps, seed=seed, num_workers=num_workers)
+                       max_steps=max_steps, seed=seed, num_workers=num_workers, head_lr=lr * head_lr_ratio,
+                       layer_decay=layer_decay)
         self._freeze(freeze_layers)
+
+    def encoder_state(self) -> dict:
+        """The whole encoder's weights: the trained layers and, after the aligned layer, the untouched ones."""
+        state = {k: v.detach().cpu().clone() for k, v in self.encoder.state_dict().items()}
+        return {**self._tail, **state}
 
     def _freeze(self, n: int) -> None:
         if n <= 0:
@@ -149,9 +194,14 @@ class AlignModule(pl.LightningModule):
         # itself: without this every epoch would repeat the same batches (and the same negatives)
         self._sampler.set_epoch(self.current_epoch)
 
+    def param_groups(self) -> list[dict]:
+        """Encoder vs head rates, optional layer decay, no decay on biases/norms/temperature
+        (:mod:`avasr_cli.models.param_groups`); the same encoder groups for both objectives."""
+        return build_param_groups(self, self.encoder, lr=self.hp["lr"], head_lr=self.hp["head_lr"],
+                                  weight_decay=self.hp["weight_decay"], layer_decay=self.hp["layer_decay"])
+
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.hp["lr"], weight_decay=self.hp["weight_decay"], betas=(0.9, 0.98))
+        opt = torch.optim.AdamW(self.param_groups(), lr=self.hp["lr"], betas=(0.9, 0.98))
         warm, total = max(1, self.hp["warmup_steps"]), max(1, self.hp["max_steps"])
 
         def schedule(step: int) -> float:  # linear warm-up, cosine decay to 1% of the peak

@@ -57,7 +57,9 @@ def train_tokenizer(texts: list[str], out_dir: Path, vocab_size: int, seed: int 
 def build_config(decoder: str, preprocessor: dict, encoder: dict, tokenizer_dir: Path, train_manifest: Path,
                  dev_manifest: Path, *, batch_size: int, lr: float, weight_decay: float, warmup_steps: int,
                  max_steps: int, schedule: str, workers: int, spec_augment: bool, max_duration: float,
-                 pred_hidden: int | None = None) -> dict:
+                 pred_hidden: int | None = None, lowest_lr: float | None = None) -> dict:
+    """A NeMo model config for ``decoder`` on top of ``encoder``. ``lowest_lr``: the smallest peak rate of
+    any parameter group (the schedule's floor stays below it; default ``lr``)."""
     if decoder not in DECODERS:
         raise ConfigError(f"--decoder {decoder!r} is not one of {', '.join(DECODERS)}", "see `avasr finetune --help`")
     d_model = int(encoder["d_model"])
@@ -79,7 +81,7 @@ def build_config(decoder: str, preprocessor: dict, encoder: dict, tokenizer_dir:
                          "freq_width": 15, "time_width": 0.05},
         "encoder": copy.deepcopy(encoder),
         "optim": {"name": "adamw", "lr": lr, "betas": [0.9, 0.98], "weight_decay": weight_decay,
-                  "sched": _schedule(schedule, warmup_steps, max_steps, d_model, lr)},
+                  "sched": _schedule(schedule, warmup_steps, max_steps, d_model, lowest_lr or lr)},
     }
     ctc_decoder = {"_target_": "nemo.collections.asr.modules.ConvASRDecoder", "feat_in": d_model,
                    "num_classes": -1, "vocabulary": []}
@@ -109,8 +111,8 @@ def build_config(decoder: str, preprocessor: dict, encoder: dict, tokenizer_dir:
     return cfg
 
 
-def _schedule(name: str, warmup: int, max_steps: int, d_model: int, lr: float) -> dict:
-    min_lr = min(1e-6, lr / 100)  # NeMo refuses a peak below the floor
+def _schedule(name: str, warmup: int, max_steps: int, d_model: int, lowest_lr: float) -> dict:
+    min_lr = min(1e-6, lowest_lr / 100)  # NeMo refuses a group's peak below the floor
     if name == "cosine":
         return {"name": "CosineAnnealing", "warmup_steps": warmup, "min_lr": min_lr, "max_steps": max_steps}
     if name == "noam":

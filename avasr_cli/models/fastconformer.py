@@ -168,7 +168,12 @@ def check_init_file(init: str) -> None:
 
 def load_init(init: str, seed: int = 0) -> EncoderBundle:
     """``init`` is a named config (tiny/small/medium), a ``.nemo`` file, a directory written by
-    ``avasr align`` (encoder.json), or a NeMo pretrained name (from NeMo's cache when offline)."""
+    ``avasr align`` (encoder.json), or a NeMo pretrained name (from NeMo's cache when offline).
+
+    A ``.nemo`` or name may be an ASR model or a self-supervised one (NeMo's SSL models, e.g. NEST's
+    ``EncDecDenoiseMaskedTokenPredModel`` behind ``nvidia/ssl_en_nest_large_v1.0``): NeMo restores the
+    class the checkpoint names, and only its encoder and preprocessor are taken (the SSL decoder,
+    quantizer and masking are dropped)."""
     import torch
 
     if init in NAMED_CONFIGS:
@@ -217,4 +222,10 @@ def _bundle_from_model(model, source: str) -> EncoderBundle:
     if "ConformerEncoder" not in str(enc.get("_target_", "")):
         raise ModelLoadError(f"{source} has encoder {enc.get('_target_')}, not a (Fast)Conformer",
                              "use a FastConformer checkpoint")
+    from nemo.collections.asr.modules.ssl_modules.masking import ConvFeatureMaksingWrapper
+
+    if isinstance(model.encoder.pre_encode, ConvFeatureMaksingWrapper):
+        # an SSL model that masks after the subsampling (mask_position: post_conv) wraps the encoder's
+        # subsampling together with its masking: the plain encoder's subsampling is the one inside
+        model.encoder.pre_encode = model.encoder.pre_encode.pre_encode
     return EncoderBundle(pre, enc, {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}, source, [])

@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from avasr_cli.errors import ConfigError, InputError, PrerequisiteError, at_least_one, raise_problems
+from avasr_cli.models.param_groups import group_problems
 from avasr_cli.progress import Reporter
 from avasr_cli.run import RunDir, write_json_atomic
 
@@ -28,6 +29,9 @@ class AlignConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-3
     warmup_steps: int = 30
+    head_lr_ratio: float = 1.0  # the new head's (and temperature's) rate over the encoder's
+    layer_decay: float = 1.0  # 1 = every encoder layer at --lr
+    align_layer: int = -1  # the conformer layer aligned (negative: from the last)
     freeze_layers: int = 0
     heldout_images: float = 0.1
     seed: int = 0
@@ -59,6 +63,7 @@ class AlignConfig:
             problems.append("--heldout-images must be in [0, 0.5)")
         if self.lr <= 0:
             problems.append("--lr must be positive")
+        problems += group_problems(self.head_lr_ratio, self.layer_decay)
         if not 0.0 < self.ssl_mask_prob < 1.0:
             problems.append("--ssl-mask-prob must be in (0, 1)")
         problems += at_least_one(self, ("ssl_block_size",))
@@ -188,8 +193,9 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None, callba
     import torch
 
     from avasr_cli.data.manifest import read_manifest
-    from avasr_cli.models.align_module import AlignModule, retrieval_recall
+    from avasr_cli.models.align_module import AlignModule, resolve_layer, retrieval_recall
     from avasr_cli.models.fastconformer import load_init, state_sha256
+    from avasr_cli.models.param_groups import summarise
     from avasr_cli.models.trainer import (ReporterCallback, checkpoints_for, make_trainer, quiet_libraries,
                                           resolve_hardware, teardown_distributed)
     from avasr_cli.run import sha256_file
@@ -211,7 +217,13 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None, callba
     init = resolve_init(run, cfg.init, rep)
     bundle = load_init(init, seed=cfg.seed)
     init_sha = bundle.weights_sha256()
-    rep.log(f"encoder: {bundle.source} (d_model {bundle.d_model}, {bundle.encoder['n_layers']} layers)")
+    n_layers = int(bundle.encoder["n_layers"])
+    layer = resolve_layer(cfg.align_layer, n_layers)
+    if cfg.freeze_layers > layer + 1:
+        raise ConfigError(f"--freeze-layers {cfg.freeze_layers}: only {layer + 1} conformer layer(s) are trained "
+                          f"up to --align-layer {cfg.align_layer}", f"use --freeze-layers {layer + 1} or fewer")
+    kept = f"; aligning layer {layer}, layers {layer + 1}..{n_layers - 1} kept as they are" if layer < n_layers - 1 else ""
+    rep.log(f"encoder: {bundle.source} (d_model {bundle.d_model}, {n_layers} layers){kept}")
     if info:
         rep.log(f"vision features: {info.get('label') or info.get('model_id')} (dim {info['dim']}, "
                 f"{info.get('num_patches')} patches, {len(index)} images)")
@@ -220,7 +232,9 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None, callba
                          rows=train_rows, image_index=index, store_path=info.get("store"), batch_size=cfg.batch_size,
                          lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps,
                          seed=cfg.seed, freeze_layers=cfg.freeze_layers, num_workers=cfg.workers,
-                         ssl=cfg.ssl_settings())
+                         ssl=cfg.ssl_settings(), head_lr_ratio=cfg.head_lr_ratio, layer_decay=cfg.layer_decay,
+                         align_layer=layer)
+    groups = summarise(module.param_groups())
     # recall on held-out pairs and on as many training pairs: memorising pairs vs alignment that generalises
     train_sample = _sample(train_rows, len(held_rows), cfg.seed)
     recalls: dict[str, dict | None] = {"heldout_before": None, "train_before": None}
@@ -243,7 +257,7 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None, callba
         progress = ReporterCallback(task)
         trainer = make_trainer(hw, max_steps=cfg.max_steps, ckpt_dir=ckpt_dir, every=cfg.checkpoint_every,
                                callbacks=[progress, *callbacks], accumulate=cfg.accumulate,
-                               log_dir=run.align_dir / "tensorboard")
+                               log_dir=run.align_dir / "tensorboard", resuming=resume is not None)
         trainer.fit(module, ckpt_path=str(resume) if resume else None)
     seconds = time.time() - start
     final_loss = trainer.callback_metrics.get("train_loss")
@@ -267,7 +281,7 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None, callba
             "chance_loss": math.log(cfg.batch_size * hw.world_size), "verdict": verdict})
         _log_recall(trainer, recalls)
 
-    bundle.state_dict = {k: v.detach().cpu().clone() for k, v in module.encoder.state_dict().items()}
+    bundle.state_dict = module.encoder_state()
     effective = cfg.batch_size * hw.world_size  # the contrastive negatives of one step
     budget = {"objective": cfg.objective, "loss": cfg.loss if cfg.objective == "image" else None,
               "vision": info.get("vision") or info.get("model_id"), "max_steps": cfg.max_steps,
@@ -278,7 +292,9 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None, callba
               "schedule": f"cosine (warm-up {cfg.warmup_steps})", "init": bundle.source, "init_sha256": init_sha,
               "manifest_sha256": inputs["align manifest"], "train_pairs": len(train_rows),
               "freeze_layers": cfg.freeze_layers, "seed": cfg.seed, "precision": hw.precision,
-              "ssl": cfg.ssl_settings() if cfg.objective == "audio-only" else None}
+              "ssl": cfg.ssl_settings() if cfg.objective == "audio-only" else None,
+              "head_lr": module.hp["head_lr"], "layer_decay": cfg.layer_decay, "align_layer": layer,
+              "encoder_layers": n_layers, "param_groups": groups}
     history_entry = {"stage": "align", "objective": cfg.objective, "loss": cfg.loss if cfg.objective == "image" else None,
                      "vision": info.get("vision") or info.get("model_id"), "vision_untrained": bool(info.get("untrained")),
                      "steps": cfg.max_steps, "effective_batch": effective, "init": bundle.source, "run": str(run.root),

@@ -7,6 +7,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from avasr_cli.errors import ConfigError, at_least_one, raise_problems
+from avasr_cli.models.param_groups import group_problems
 from avasr_cli.progress import Reporter
 from avasr_cli.run import RunDir, sha256_file, write_json_atomic
 
@@ -21,6 +22,8 @@ class FinetuneConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-3
     warmup_steps: int = 40
+    head_lr_ratio: float = 1.0  # the new decoder's (joint's, CTC head's) rate over the encoder's
+    layer_decay: float = 1.0  # 1 = every encoder layer at --lr
     schedule: str = "cosine"
     vocab_size: int = 64
     spec_augment: bool = True
@@ -49,6 +52,7 @@ class FinetuneConfig:
             problems.append("--train-hours must be 0 (all) or positive")
         if self.lr <= 0:
             problems.append("--lr must be positive")
+        problems += group_problems(self.head_lr_ratio, self.layer_decay)
         raise_problems(problems, "see `avasr finetune --help`")
 
 
@@ -106,6 +110,7 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
     from avasr_cli.data.manifest import read_manifest, total_hours
     from avasr_cli.models.asr import build_config, model_class, train_tokenizer, use_cpu_tdt_loss
     from avasr_cli.models.fastconformer import EncoderBundle, load_init
+    from avasr_cli.models.param_groups import build_param_groups, lowest_lr, summarise, use_param_groups
     from avasr_cli.models.trainer import (BestWeights, ReporterCallback, checkpoints_for, make_trainer, quiet_libraries,
                                           resolve_hardware, teardown_distributed)
     from avasr_cli.run import write_jsonl_atomic
@@ -148,10 +153,12 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
     rep.log(f"tokenizer: SentencePiece unigram, {tok['vocab_size']} pieces, identity normalisation; "
             f"{len(train_rows)} train utterances ({total_hours(train_rows):.3f} h)")
 
+    head_lr = cfg.lr * cfg.head_lr_ratio
     model_cfg = build_config(decoder, bundle.preprocessor, bundle.encoder, ft / "tokenizer", train_manifest,
                              run.manifest("dev"), batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                              warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps, schedule=cfg.schedule,
-                             workers=cfg.workers, spec_augment=cfg.spec_augment, max_duration=cfg.max_duration)
+                             workers=cfg.workers, spec_augment=cfg.spec_augment, max_duration=cfg.max_duration,
+                             lowest_lr=lowest_lr(cfg.lr, head_lr, cfg.layer_decay, int(bundle.encoder["n_layers"])))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt_dir = ft / "checkpoints"
     encoder_sha = bundle.weights_sha256()
@@ -164,11 +171,18 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
         best = BestWeights(ckpt_dir / "best_weights.pt", metric="val_wer")
         trainer = make_trainer(hw, max_steps=cfg.max_steps, ckpt_dir=ckpt_dir, every=cfg.val_every,
                                callbacks=[ReporterCallback(task), best, *callbacks], accumulate=cfg.accumulate,
-                               val_every=min(cfg.val_every, cfg.max_steps), log_dir=ft / "tensorboard")
+                               val_every=min(cfg.val_every, cfg.max_steps), log_dir=ft / "tensorboard", resuming=resume is not None)
         model = model_class(decoder)(cfg=OmegaConf.create(model_cfg), trainer=trainer)
         if use_cpu_tdt_loss(model) and hw.accelerator == "cpu":
             rep.log("TDT loss: avasr's PyTorch implementation (NeMo's is CUDA-only)")
         model.encoder.load_state_dict(bundle.state_dict, strict=True)
+
+        def groups(model=model):  # encoder vs new decoder rates, layer decay, no decay on biases and norms
+            return build_param_groups(model, model.encoder, lr=cfg.lr, head_lr=head_lr,
+                                      weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
+
+        use_param_groups(model, groups)
+        group_summary = summarise(groups())
         if resume:
             rep.log(f"resuming from {resume}")
         trainer.fit(model, ckpt_path=str(resume) if resume else None)
@@ -186,6 +200,8 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
         model.save_to(str(tmp))
     budget = {"max_steps": cfg.max_steps, "steps": int(trainer.global_step), "batch_size": cfg.batch_size,
               "effective_batch": cfg.batch_size * cfg.accumulate * hw.world_size, "lr": cfg.lr,
+              "head_lr": head_lr, "layer_decay": cfg.layer_decay, "weight_decay": cfg.weight_decay,
+              "param_groups": group_summary,
               "schedule": f"{cfg.schedule} (warm-up {cfg.warmup_steps})", "seed": cfg.seed,
               "train_hours": round(total_hours(train_rows), 4), "decoder": decoder, "spec_augment": cfg.spec_augment,
               "precision": hw.precision, "world_size": hw.world_size}

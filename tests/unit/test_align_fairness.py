@@ -32,8 +32,9 @@ class Watch(pl.Callback):
         self.bn_before = self._bn(pl_module)
         opt = trainer.optimizers[0]
         encoder = {id(p) for p in pl_module.encoder.parameters()}
-        self.groups = [{"lr": g["initial_lr"] if "initial_lr" in g else g["lr"], "weight_decay": g["weight_decay"],
-                        "betas": g["betas"], "encoder_params": sum(id(p) in encoder for p in g["params"])}
+        self.groups = [{"name": g.get("name"), "lr": g["initial_lr"] if "initial_lr" in g else g["lr"],
+                        "weight_decay": g["weight_decay"], "betas": g["betas"],
+                        "encoder_params": sum(id(p) in encoder for p in g["params"]), "params": len(g["params"])}
                        for g in opt.param_groups]
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -107,14 +108,24 @@ def test_arms_differ_only_in_their_objective(arms):
     assert [s["lr"] for s in wi.steps] == pytest.approx([s["lr"] for s in wa.steps])  # one schedule
     assert [s["all_training"] for s in wi.steps] == [s["all_training"] for s in wa.steps]
     n_encoder = sum(1 for p in EncoderBundle.load(ri.encoder_dir).build_encoder().parameters())
-    for groups in (wi.groups, wa.groups):  # the whole encoder in one group with the same optimiser settings
+    # the whole encoder, split the same way into groups with the same optimiser settings in both arms;
+    # the groups of each arm's own new parts (projection head + temperature vs the SSL decoder) differ
+    # in what they hold, never in their settings
+    encoder_groups = []
+    for groups in (wi.groups, wa.groups):
         assert sum(g["encoder_params"] for g in groups) == n_encoder
-    strip = [{k: v for k, v in g.items() if k != "encoder_params"} for g in wi.groups]
-    assert strip == [{k: v for k, v in g.items() if k != "encoder_params"} for g in wa.groups]
+        assert all(g["encoder_params"] in (0, g["params"]) for g in groups)  # no group mixes encoder and head
+        encoder_groups.append([g for g in groups if g["encoder_params"]])
+    assert encoder_groups[0] == encoder_groups[1]
+    heads = {(g["lr"], g["betas"]) for g in wi.groups + wa.groups if not g["encoder_params"]}
+    assert len(heads) == 1
     bi, ba = dict(ri.budget), dict(ra.budget)
     for key in ("max_steps", "steps", "effective_batch", "samples_per_update", "lr", "weight_decay", "warmup_steps",
-                "schedule", "init", "init_sha256", "manifest_sha256", "train_pairs", "freeze_layers", "seed"):
+                "schedule", "init", "init_sha256", "manifest_sha256", "train_pairs", "freeze_layers", "seed",
+                "head_lr", "layer_decay", "align_layer", "encoder_layers"):
         assert bi[key] == ba[key], key
+    enc_summary = [[g for g in b["param_groups"] if g["name"].startswith("encoder")] for b in (bi, ba)]
+    assert enc_summary[0] == enc_summary[1] and enc_summary[0]
     assert ri.train_pairs == ra.train_pairs and ri.heldout_pairs == ra.heldout_pairs
 
 
