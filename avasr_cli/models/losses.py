@@ -5,6 +5,14 @@
 * ``maxsim`` — late interaction: for each audio–image pair, the mean over valid audio frames of the
   maximum cosine similarity over the image's patch tokens; then InfoNCE over the batch.
 
+Memory budget of ``maxsim``: the [Ba, Bi, T, P] frame×patch similarities are never held at once. They
+are computed in blocks of at most :data:`MAXSIM_BLOCK` entries (16 MiB in fp32) and recomputed block by
+block in the backward pass, so the loss needs about 4 blocks (64 MiB) + [Ba, Bi, T] maxima + a few
+copies of the frames ([Ba, T, D]) on top of its inputs, whatever the batch. Measured with
+``benchmarks/maxsim_memory.py`` (fp32, CPU, peak of live tensors over forward + backward) at batch 32 ×
+20 s clips (250 frames) × 196 patches × dim 768: 117 MiB in blocks against 645 MiB in one shot (the full
+similarity tensor alone is 191 MiB, and it grows with the square of the gathered batch).
+
 Pairs in a batch that share an image (same content hash) are positives, never negatives: for InfoNCE
 they are removed from the denominators, for the sigmoid loss they get the label +1.
 
@@ -121,21 +129,61 @@ class SigLipLoss(ContrastiveLoss):
         return -F.logsigmoid(labels * logits).sum() / logits.shape[0]
 
 
-def maxsim_scores(frames: torch.Tensor, lengths: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
-    """[Ba, T, D] audio frames, [Ba] lengths, [Bi, P, D] patch tokens → [Ba, Bi] late-interaction scores."""
-    a, p = F.normalize(frames, dim=-1), F.normalize(patches, dim=-1)
-    sim = torch.einsum("atd,ipd->aitp", a, p).amax(dim=-1)  # best patch for every frame
-    mask = (torch.arange(frames.shape[1], device=frames.device)[None, :] < lengths[:, None]).to(sim.dtype)
+MAXSIM_BLOCK = 1 << 22  # similarity entries per block: 4.2 M (16 MiB in fp32)
+
+
+def maxsim_scores(frames: torch.Tensor, lengths: torch.Tensor, patches: torch.Tensor,
+                  block: int = MAXSIM_BLOCK) -> torch.Tensor:
+    """[Ba, T, D] audio frames, [Ba] lengths, [Bi, P, D] patch tokens → [Ba, Bi] late-interaction scores.
+
+    The frame×patch similarities ([Ba, Bi, T, P] in all) are computed in blocks of whole audio items (and,
+    when one item is too large, of frames) of at most ``block`` entries. Only the best patch of every
+    frame ([Ba, Bi, T]) is kept; with autograd on, each block is recomputed in the backward pass
+    (activation checkpointing) instead of being stored. Values and gradients are those of the one-shot
+    computation; memory is bounded by a few blocks plus [Ba, Bi, T] however large the batch. Padding
+    frames past the longest length (a DDP batch padded to the corpus's longest clip) are not computed.
+    """
+    n_t = max(1, min(frames.shape[1], int(lengths.max()))) if lengths.numel() else frames.shape[1]
+    a, p = F.normalize(frames[:, :n_t], dim=-1), F.normalize(patches, dim=-1)  # frames past every length: skipped
+    n_a = a.shape[0]
+    per_frame = max(1, p.shape[0] * p.shape[1])  # entries one frame contributes
+    items = max(1, block // (per_frame * max(1, n_t)))
+    steps = max(1, block // per_frame) if items == 1 else n_t  # frames per block when one item is too big
+    one_block = items >= n_a and steps >= n_t
+    checkpoint = not one_block and torch.is_grad_enabled() and (a.requires_grad or p.requires_grad)
+    flat_p = p.reshape(-1, p.shape[-1])  # [Bi * P, D]
+    rows = [torch.cat([_best_patch(piece, flat_p, p.shape[0], checkpoint) for piece in item.split(steps, dim=1)], dim=-1)
+            for item in a.split(items, dim=0)]
+    sim = torch.cat(rows, dim=0)  # [Ba, Bi, T]: the best patch of every frame
+    mask = (torch.arange(n_t, device=frames.device)[None, :] < lengths[:, None]).to(sim.dtype)
     return (sim * mask[:, None, :]).sum(-1) / mask.sum(-1).clamp(min=1)[:, None]
 
 
+def _frame_max(a: torch.Tensor, flat_p: torch.Tensor, n_images: int) -> torch.Tensor:
+    """[c, t, D] frames × [Bi * P, D] patches → [c, Bi, t]: the best patch of every image for every frame."""
+    sim = a.reshape(-1, a.shape[-1]) @ flat_p.t()  # [c * t, Bi * P]
+    return sim.view(a.shape[0], a.shape[1], n_images, -1).amax(dim=-1).transpose(1, 2)
+
+
+def _best_patch(a: torch.Tensor, flat_p: torch.Tensor, n_images: int, checkpoint: bool) -> torch.Tensor:
+    if not checkpoint:
+        return _frame_max(a, flat_p, n_images)
+    from torch.utils.checkpoint import checkpoint as recompute
+
+    return recompute(_frame_max, a, flat_p, n_images, use_reentrant=False)
+
+
 class MaxSimLoss(ContrastiveLoss):
+    def __init__(self, init_temperature: float = 0.07, gather: bool = True, block: int = MAXSIM_BLOCK):
+        super().__init__(init_temperature, gather=gather)
+        self.block = block  # similarity entries per block (see maxsim_scores)
+
     def forward(self, frames: torch.Tensor, lengths: torch.Tensor, patches: torch.Tensor,
                 image_ids: torch.Tensor) -> torch.Tensor:
         if self.gather:
             frames, lengths = gather_features(frames), gather_ids(lengths)
             patches, image_ids = gather_features(patches), gather_ids(image_ids)
-        return info_nce(self.scale() * maxsim_scores(frames, lengths, patches), image_ids)
+        return info_nce(self.scale() * maxsim_scores(frames, lengths, patches, self.block), image_ids)
 
 
 LOSSES = {"clip": ClipLoss, "siglip": SigLipLoss, "maxsim": MaxSimLoss}

@@ -17,25 +17,16 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module", params=["ctc", "hybrid-tdt-ctc"])
 def finetuned(request, tmp_path_factory):
     """A prepared run with a 2-step fine-tuned model; dev has 6 utterances, test 13 (more than 8 batches of 1)."""
-    import os
-
     from avasr_cli.stages.finetune import FinetuneConfig, run_finetune
     from avasr_cli.stages.prepare import PrepareConfig, run_prepare
 
-    home = tmp_path_factory.mktemp("home")
-    old = os.environ.get("AVASR_HOME")
-    os.environ["AVASR_HOME"] = str(home)
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AVASR_HOME", str(tmp_path_factory.mktemp("home")))
         run = RunDir(tmp_path_factory.mktemp("run"))
         cfg = PrepareConfig(num_align=10, num_train=12, num_dev=6, num_test=13)
         run.record_stage("prepare", cfg, run_prepare(run, cfg, None))
         ft = FinetuneConfig(decoder=request.param, max_steps=2, batch_size=6, val_every=2, workers=0, warmup_steps=1)
         run.record_stage("finetune", ft, run_finetune(run, ft))
-    finally:
-        if old is None:
-            os.environ.pop("AVASR_HOME", None)
-        else:
-            os.environ["AVASR_HOME"] = old
     return run
 
 

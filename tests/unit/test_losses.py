@@ -1,10 +1,16 @@
 """Contrastive losses against straightforward loop-based references (values and gradients)."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from avasr_cli.models.losses import ClipLoss, MaxSimLoss, SigLipLoss, masked_mean, maxsim_scores
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "maxsim_memory.py"
 
 
 def _ref_clip(a, v, ids, scale):
@@ -116,6 +122,63 @@ def test_maxsim_scores_and_loss_match_reference():
     assert torch.allclose(value, ref, atol=1e-5)
     value.backward()
     assert frames.grad is not None and frames.grad[2, 2:].abs().sum() == 0  # padding frames get no gradient
+
+
+def _one_shot_maxsim(frames, lengths, patches):
+    """The unchunked computation: the whole [Ba, Bi, T, P] similarity tensor at once."""
+    a, p = torch.nn.functional.normalize(frames, dim=-1), torch.nn.functional.normalize(patches, dim=-1)
+    sim = torch.einsum("atd,ipd->aitp", a, p).amax(dim=-1)
+    mask = (torch.arange(frames.shape[1])[None, :] < lengths[:, None]).to(sim.dtype)
+    return (sim * mask[:, None, :]).sum(-1) / mask.sum(-1).clamp(min=1)[:, None]
+
+
+# frames [5, 9, 16] against patches [4, 6, 16]: one audio item is 4 * 6 * 7 = 168 entries (7 = longest length)
+@pytest.mark.parametrize("block", [1 << 62, 2 * 168, 168, 24 * 3, 24 * 2 + 5, 1])  # items, 1 item, frames, uneven
+def test_maxsim_in_blocks_equals_one_shot(block):
+    g = torch.Generator().manual_seed(4)
+    frames = torch.randn(5, 9, 16, generator=g, requires_grad=True)
+    patches = torch.randn(4, 6, 16, generator=g, requires_grad=True)
+    lengths = torch.tensor([7, 3, 5, 1, 6])  # padded, and no clip fills all 9 frames
+    weights = torch.randn(5, 4, generator=g)
+    ours = maxsim_scores(frames, lengths, patches, block=block)
+    ref = _one_shot_maxsim(frames, lengths, patches)
+    assert torch.allclose(ours, ref, atol=1e-6, rtol=0)
+    (ga, gp) = torch.autograd.grad((ours * weights).sum(), (frames, patches))
+    (ra, rp) = torch.autograd.grad((ref * weights).sum(), (frames, patches))
+    assert torch.allclose(ga, ra, atol=1e-6, rtol=0) and torch.allclose(gp, rp, atol=1e-6, rtol=0)
+    assert ga[:, 7:].abs().sum() == 0 and ga[1, 3:].abs().sum() == 0
+
+
+def test_maxsim_loss_in_blocks_equals_one_shot_loss():
+    g = torch.Generator().manual_seed(5)
+    frames = torch.randn(6, 10, 8, generator=g, requires_grad=True)
+    lengths, patches, ids = torch.tensor([10, 9, 4, 10, 2, 7]), torch.randn(6, 5, 8, generator=g), torch.tensor([0, 1, 1, 2, 3, 4])
+    values, grads = [], []
+    for block in (1 << 62, 7):
+        loss = MaxSimLoss(block=block)(frames, lengths, patches, ids)
+        values.append(loss.detach())
+        grads.append(torch.autograd.grad(loss, frames)[0])
+    assert torch.allclose(values[0], values[1], atol=1e-6, rtol=0)
+    assert torch.allclose(grads[0], grads[1], atol=1e-6, rtol=0)
+
+
+def _peak_mib(block, tmp_path):
+    """Peak of live torch tensors during maxsim's forward + backward (benchmarks/maxsim_memory.py, profiler)."""
+    sizes = ["--batch", "32", "--frames", "250", "--patches", "196", "--dim", "32"]
+    proc = subprocess.run([sys.executable, str(BENCH), "--child", str(block), "--profile", "--out",
+                           str(tmp_path / "out.pt"), *sizes], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])["live_mib"]
+
+
+def test_maxsim_memory_is_bounded_by_its_blocks(tmp_path):
+    """Batch 32 x 250 frames against 32 x 196 patches: the full similarity tensor is 191 MiB; with the
+    default blocks (16 MiB) the loss's peak stays within 4 blocks plus a few copies of the frames."""
+    full_mib = 32 * 32 * 250 * 196 * 4 / 2**20
+    frames_mib = 32 * 250 * 32 * 4 / 2**20
+    default = _peak_mib(0, tmp_path)  # MaxSimLoss() as align builds it
+    assert default <= 4 * 16 + 8 * frames_mib, default
+    assert _peak_mib(1 << 62, tmp_path) >= full_mib  # the one-shot computation holds the whole tensor
 
 
 def test_masked_mean_ignores_padding():
