@@ -9,21 +9,52 @@
 # Each run directory is rerunnable: finished stages are skipped, killed training resumes.
 # Vaani is gated: accept the terms of ARTPARK-IISc/Vaani and ARTPARK-IISc/Vaani-transcription-part on
 # the hub and `hf auth login` (or export HF_TOKEN) first. SOURCE=builtin runs the same recipe offline.
+#
+# Defaults, and where each comes from (paths in github.com/NVIDIA/NeMo; the rates and warm-ups are
+# computed in recipes/optim_defaults.sh, shared with recipes/data_efficiency.sh):
+#   INIT=nvidia/ssl_en_nest_large_v1.0  NeMo's self-supervised NEST FastConformer-L (CC-BY-4.0), trained
+#       with examples/asr/conf/ssl/nest/nest_fast-conformer.yaml; only its encoder and preprocessor are
+#       used. Alternatives: nvidia/stt_en_fastconformer_hybrid_large_pc (supervised English ASR),
+#       nvidia/stt_kn_fastconformer_hybrid_large_pc or nvidia/stt_hi_fastconformer_hybrid_large_pc
+#       (supervised Kannada / Hindi), a local .nemo (ASR or SSL), or an `avasr pretrain` encoder directory.
+#   LOSSES="clip maxsim"  pooled InfoNCE, and ColBERT-style late interaction (frames x patches).
+#   ALIGN_LR, FT_LR = 1e-4 x sqrt(global batch / 16)  (1.4e-4 at BATCH=32 on one GPU): the AdamW peak
+#       of NeMo's fine-tuning config, examples/asr/conf/asr_finetune/speech_to_text_finetune.yaml
+#       (lr 1e-4, train_ds.batch_size 16, run on one GPU in NeMo's fine-tuning docs), scaled to
+#       BATCH x GPUS x NODES by the square-root rule for Adam.
+#   ALIGN_HEAD_LR_RATIO, FT_HEAD_LR_RATIO = 2: the parts trained from scratch (align: projection head,
+#       temperature, SigLIP bias, the control's decoder; finetune: decoder, joint, CTC head) at NeMo's
+#       from-scratch rate: NoamAnnealing lr 5.0, d_model 512, warmup_steps 10000 in
+#       examples/asr/conf/fastconformer/hybrid_transducer_ctc/fastconformer_hybrid_tdt_ctc_bpe.yaml,
+#       a peak of 5 / sqrt(512) / sqrt(10000) = 2.2e-3 at the 2K global batch that
+#       examples/asr/conf/fastconformer/fast-conformer_transducer_bpe.yaml states; at equal batch
+#       (same rule) that is 1.95 x the fine-tuning rate.
+#   ALIGN_WARMUP, FT_WARMUP = min(5000, steps / 10): warmup_steps 5000 of speech_to_text_finetune.yaml,
+#       at most a tenth of a shorter run (2000 align and 5000 fine-tuning steps at the defaults).
+#   LAYER_DECAY=1.0 (off): none of these configs decays rates by layer. ALIGN_LAYER=-1: the last layer.
+#   Weight decay 1e-3 and AdamW betas (0.9, 0.98) (avasr's defaults) are those of all the configs above;
+#   biases, norms, the temperature and the SigLIP bias get no weight decay.
+#   DECODER=hybrid-tdt-ctc (the paper's), laid out as fastconformer_hybrid_tdt_ctc_bpe.yaml.
+# With INIT=auto/builtin-ssl/tiny/small/medium (avasr's CPU-sized encoders) the rates and warm-ups
+# are the CLI's defaults instead, chosen for those encoders. Every variable can be set in the environment.
 set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
 
 read -r -a LANGS <<< "${LANGS:-kannada hindi}"          # Vaani language names
 read -r -a SEEDS <<< "${SEEDS:-0 1 2}"                  # align + finetune seeds (the data stay fixed)
 read -r -a VISION <<< "${VISION:-siglip2 clip qwen3vl}" # vision encoders (registry names, hub ids, dirs)
-read -r -a LOSSES <<< "${LOSSES:-clip}"                 # alignment losses: clip siglip maxsim
+read -r -a LOSSES <<< "${LOSSES:-clip maxsim}"          # alignment losses: clip siglip maxsim
 SOURCE="${SOURCE:-vaani}"                               # vaani | builtin
 PREPARE_ARGS="${PREPARE_ARGS:---max-align-hours 100}"   # extra prepare options (e.g. --dataset DIR)
-INIT="${INIT:-nvidia/stt_en_fastconformer_hybrid_large_pc}" # start encoder (set the paper's): .nemo, NeMo name, tiny
+INIT="${INIT:-nvidia/ssl_en_nest_large_v1.0}"          # start encoder: NeMo name, .nemo, encoder dir, tiny
 ALIGN_STEPS="${ALIGN_STEPS:-20000}"
 FT_STEPS="${FT_STEPS:-50000}"
 BATCH="${BATCH:-32}"
 DECODER="${DECODER:-hybrid-tdt-ctc}"                    # the paper's decoder
 GPUS="${GPUS:-1}"
 NODES="${NODES:-1}"
+# shellcheck disable=SC1091 source=optim_defaults.sh
+source "$here/optim_defaults.sh"                        # ALIGN_LR FT_LR *_WARMUP *_HEAD_LR_RATIO LAYER_DECAY ALIGN_LAYER
 EXTRA_ALIGN_ARGS="${EXTRA_ALIGN_ARGS:-}"
 EXTRA_FT_ARGS="${EXTRA_FT_ARGS:-}"
 RUNS="${RUNS:-runs/vaani}"
@@ -60,14 +91,17 @@ for lang in "${LANGS[@]}"; do
         fi
         # shellcheck disable=SC2086
         avasr -r "$dir" align "${objective[@]}" --init "$INIT" --max-steps "$ALIGN_STEPS" \
-          --batch-size "$BATCH" --seed "$seed" --gpus "$GPUS" --nodes "$NODES" $EXTRA_ALIGN_ARGS
+          --batch-size "$BATCH" --lr "$ALIGN_LR" --warmup-steps "$ALIGN_WARMUP" \
+          --head-lr-ratio "$ALIGN_HEAD_LR_RATIO" --layer-decay "$LAYER_DECAY" --align-layer "$ALIGN_LAYER" \
+          --seed "$seed" --gpus "$GPUS" --nodes "$NODES" $EXTRA_ALIGN_ARGS
       fi
       if [[ $stage -le 3 && $stop_stage -ge 3 ]]; then
         init=()
         [[ $arm == direct ]] && init=(--init "$INIT")
         # shellcheck disable=SC2086
         avasr -r "$dir" finetune "${init[@]}" --decoder "$DECODER" --max-steps "$FT_STEPS" \
-          --batch-size "$BATCH" --seed "$seed" --gpus "$GPUS" --nodes "$NODES" $EXTRA_FT_ARGS
+          --batch-size "$BATCH" --lr "$FT_LR" --warmup-steps "$FT_WARMUP" --head-lr-ratio "$FT_HEAD_LR_RATIO" \
+          --layer-decay "$LAYER_DECAY" --seed "$seed" --gpus "$GPUS" --nodes "$NODES" $EXTRA_FT_ARGS
       fi
       if [[ $stage -le 4 && $stop_stage -ge 4 ]]; then
         avasr -r "$dir" evaluate

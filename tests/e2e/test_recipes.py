@@ -1,6 +1,8 @@
 """Every recipe runs end to end on the built-in corpus with the sizes turned down, passes `bash -n` and
-shellcheck; the README's `avasr` lines name real commands and options."""
+shellcheck; the README's `avasr` lines name real commands and options; the paper-scale optimiser
+defaults are the ones the recipe headers document."""
 
+import json
 import os
 import re
 import shutil
@@ -49,25 +51,73 @@ def test_quickstart(tmp_path):
     assert (tmp_path / "runs" / "compare.png").stat().st_size > 1000
 
 
+def _defaults(**env) -> dict:
+    """The variables recipes/optim_defaults.sh sets for a recipe's INIT, BATCH, GPUS, NODES and steps."""
+    names = ("ALIGN_LR", "ALIGN_WARMUP", "ALIGN_HEAD_LR_RATIO", "FT_LR", "FT_WARMUP", "FT_HEAD_LR_RATIO",
+             "LAYER_DECAY", "ALIGN_LAYER")
+    script = f'source "{ROOT / "recipes" / "optim_defaults.sh"}"; ' + "; ".join(f'echo "${n}"' for n in names)
+    base = {"BATCH": "32", "GPUS": "1", "NODES": "1", "ALIGN_STEPS": "20000", "FT_STEPS": "50000"}
+    out = subprocess.run(["bash", "-c", script], env=dict(base, **env, PATH=os.environ["PATH"]), capture_output=True,
+                         text=True, check=True).stdout.split()
+    return dict(zip(names, out))
+
+
+def test_paper_scale_defaults_are_the_documented_ones():
+    d = _defaults(INIT="nvidia/ssl_en_nest_large_v1.0")
+    assert d == {"ALIGN_LR": "0.00014", "ALIGN_WARMUP": "2000", "ALIGN_HEAD_LR_RATIO": "2", "FT_LR": "0.00014",
+                 "FT_WARMUP": "5000", "FT_HEAD_LR_RATIO": "2", "LAYER_DECAY": "1.0", "ALIGN_LAYER": "-1"}
+    # scaled to the global batch (square-root rule), warm-ups at most a tenth of a short run
+    big = _defaults(INIT="/models/my.nemo", BATCH="64", GPUS="8", NODES="2", ALIGN_STEPS="1000")
+    assert (big["ALIGN_LR"], big["FT_LR"], big["ALIGN_WARMUP"]) == ("0.0008", "0.0008", "100")
+    # avasr's CPU-sized encoders keep the CLI's defaults; the environment wins over every default
+    assert _defaults(INIT="auto")["ALIGN_LR"] == "1e-3" and _defaults(INIT="tiny")["FT_WARMUP"] == "40"
+    assert _defaults(INIT="nvidia/ssl_en_nest_large_v1.0", FT_LR="3e-4")["FT_LR"] == "3e-4"
+    for recipe in ("vaani_paper.sh", "data_efficiency.sh"):
+        text = (ROOT / "recipes" / recipe).read_text()
+        assert 'INIT="${INIT:-nvidia/ssl_en_nest_large_v1.0}"' in text and "clip maxsim" in text, recipe
+
+
+def _budget(run_dir: Path, stage: str) -> dict:
+    return json.loads((run_dir / "run.json").read_text())["stages"][stage]["result"]["budget"]
+
+
 @pytest.mark.slow
 def test_vaani_paper_recipe_on_builtin(tmp_path):
-    env = _env(tmp_path, SOURCE="builtin", LANGS="kannada", SEEDS="0", VISION="tiny-siglip", LOSSES="clip",
-               INIT="tiny", RUNS="runs", EXTRA_ALIGN_ARGS="--workers 0", EXTRA_FT_ARGS="--workers 0")
+    """Default LOSSES (clip and maxsim), and every optimiser option turned away from its default."""
+    env = _env(tmp_path, SOURCE="builtin", LANGS="kannada", SEEDS="0", VISION="tiny-siglip", INIT="tiny",
+               RUNS="runs", EXTRA_ALIGN_ARGS="--workers 0", EXTRA_FT_ARGS="--workers 0", ALIGN_LAYER="0",
+               LAYER_DECAY="0.9", ALIGN_HEAD_LR_RATIO="3", FT_HEAD_LR_RATIO="2")
     proc = _run("vaani_paper.sh", env, tmp_path)
     table = (tmp_path / "runs" / "kannada" / "compare.md").read_text()
-    for arm in ("direct", "audio-only", "align:tiny-siglip/clip"):
+    for arm in ("direct", "audio-only", "align:tiny-siglip/clip", "align:tiny-siglip/maxsim"):
         assert arm in table, table
     assert (tmp_path / "runs" / "kannada" / "compare.png").is_file()
     assert "ΔWER" in proc.stdout or "WER" in proc.stdout
+    for arm in ("audio-only-s0", "align-tiny-siglip-clip-s0", "align-tiny-siglip-maxsim-s0"):
+        align, finetune = (_budget(tmp_path / "runs" / "kannada" / arm, s) for s in ("align", "finetune"))
+        assert (align["align_layer"], align["encoder_layers"], align["layer_decay"]) == (0, 2, 0.9), arm
+        assert align["head_lr"] == pytest.approx(3e-3) and align["lr"] == pytest.approx(1e-3), arm
+        assert finetune["head_lr"] == pytest.approx(4e-3) and finetune["layer_decay"] == 0.9, arm
 
 
 @pytest.mark.slow
 def test_data_efficiency_recipe_on_builtin(tmp_path):
+    """One loss given as LOSS (as recipes/miniature_study.sh passes it): direct, aligned and audio-only
+    curves, the audio-only encoder trained once with the aligned one's budget."""
     env = _env(tmp_path, SOURCE="builtin", LANGS="kannada", HOURS="0.004 0", SEEDS="0", VISION="tiny-siglip",
-               INIT="tiny", RUNS="runs")
+               INIT="tiny", RUNS="runs", LOSS="clip", LOSSES="clip maxsim")
     proc = _run("data_efficiency.sh", env, tmp_path)
-    assert "align:tiny-siglip/clip" in proc.stdout and "direct" in proc.stdout
+    for arm in ("align:tiny-siglip/clip", "audio-only", "direct"):
+        assert arm in proc.stdout, proc.stdout
+    assert "maxsim" not in proc.stdout
     assert (tmp_path / "runs" / "kannada" / "wer-vs-hours.png").is_file()
+    runs = tmp_path / "runs" / "kannada"
+    assert sorted(p.name for p in runs.glob("*-h*") if p.is_dir()) == sorted(
+        f"{arm}-h{h}-s0" for arm in ("direct", "align-clip", "audio-only") for h in ("0.004", "0"))
+    image, audio = (_budget(runs / f"encoder-{arm}-s0", "align") for arm in ("align-clip", "audio-only"))
+    assert audio["objective"] == "audio-only" and image["loss"] == "clip"
+    for key in ("max_steps", "lr", "head_lr", "warmup_steps", "align_layer", "init_sha256", "train_pairs"):
+        assert image[key] == audio[key], key
 
 
 def _readme_commands():
