@@ -23,11 +23,12 @@ DASH = "—"
 
 # continued-pretraining settings that must match for runs to share a row (seeds and hashes aside)
 ALIGN_SETTING_KEYS = ("max_steps", "effective_batch", "samples_per_update", "lr", "weight_decay", "warmup_steps",
-                      "schedule", "init", "freeze_layers", "ssl")
+                      "schedule", "init", "freeze_layers", "ssl", "head_lr", "layer_decay", "align_layer")
 
 # what must be equal for runs to share a row: everything shown except seeds and hashes
 GROUP_KEYS = ("arm", "objective", "vision", "loss", *(f"align_{k}" for k in ALIGN_SETTING_KEYS), "init_setting",
-              "decoder", "max_steps", "batch_size", "effective_batch", "lr", "schedule", "hours_setting", "lang", "source")
+              "decoder", "max_steps", "batch_size", "effective_batch", "lr", "head_lr", "layer_decay", "schedule",
+              "hours_setting", "lang", "source")
 
 
 @dataclasses.dataclass
@@ -126,6 +127,9 @@ def run_info(record: dict, root: Path) -> dict:
         arm = "audio-only"
     else:
         arm = f"align:{vision or DASH}/{loss or DASH}"
+        layer, n_layers = (abudget or {}).get("align_layer"), (abudget or {}).get("encoder_layers")
+        if isinstance(layer, int) and isinstance(n_layers, int) and layer != n_layers - 1:
+            arm += f"@L{layer}"  # an intermediate conformer layer was aligned (--align-layer)
     batch = first(budget.get("batch_size"), fcfg.get("batch_size"))
     hours = first(budget.get("train_hours"), fres.get("train_hours"))
     init = first(fres.get("init"), fcfg.get("init"), acfg.get("init"))
@@ -143,6 +147,8 @@ def run_info(record: dict, root: Path) -> dict:
         "batch_size": batch,
         "effective_batch": first(budget.get("effective_batch"), batch),
         "lr": first(budget.get("lr"), fcfg.get("lr")),
+        "head_lr": budget.get("head_lr"),
+        "layer_decay": first(budget.get("layer_decay"), fcfg.get("layer_decay")),
         "schedule": budget.get("schedule"),
         "train_hours": hours,
         # the amount asked for (0 = all): seeds subsample slightly different hours of the same amount

@@ -36,6 +36,7 @@ def align_budget(arm: str, seed: int, **over) -> dict:
               # the starting encoder is the seeded random init: the same per seed in every arm
               "init_sha256": hashlib.sha256(f"tiny-{seed}".encode()).hexdigest(), "manifest_sha256": "m" * 64,
               "train_pairs": 720, "freeze_layers": 0, "seed": seed, "precision": "32",
+              "head_lr": 0.001, "layer_decay": 1.0, "align_layer": 1, "encoder_layers": 2,
               "ssl": None if image else {"mask_prob": 0.5, "block_size": 4, "num_codes": 64}}
     budget.update(over)
     return budget
@@ -484,3 +485,16 @@ def test_runs_with_different_align_settings_are_not_averaged(tmp_path):
     res = run_compare(CompareConfig(runs=tuple(map(str, runs)), n_resamples=20))
     assert [r["names"] for r in res.rows] == [["img-a", "img-b"], ["img-lr"]]
     assert "lr" in res.rows[1]["label"]
+
+
+def test_intermediate_align_layer_shows_in_the_label_and_is_flagged(tmp_path):
+    direct = make_run(tmp_path, "direct")
+    ao = make_run(tmp_path, "ao", arm="audio-only")
+    mid = make_run(tmp_path, "mid", arm="align:siglip2/infonce")
+    record = json.loads((mid / "run.json").read_text())
+    record["stages"]["align"]["result"]["budget"]["align_layer"] = 0
+    (mid / "run.json").write_text(json.dumps(record))
+    res = run_compare(CompareConfig(runs=(str(direct), str(ao), str(mid)), n_resamples=50))
+    row = next(r for r in res.rows if r["runs"] == [str(mid)])
+    assert row["arm"].endswith("@L0") and "align-budget" in row["flags"]
+    assert {"key": "align_layer", "value": 0, "reference": 1} in row["align_budget_diffs"]
