@@ -145,7 +145,7 @@ def load_features(run: RunDir, cfg: AlignConfig, rows: list[dict]) -> tuple[dict
     path = run.root / "features.json"
     if not path.exists() or run.stage("embed-images") is None:
         raise PrerequisiteError(f"run directory {run.root} has no image features",
-                                f"run `avasr embed-images --vision {cfg.vision if cfg.vision != 'auto' else 'siglip2'}` first")
+                                "run `avasr embed-images" + (f" --vision {cfg.vision}" if cfg.vision != "auto" else "") + "` first")
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
         int(info.get("dim", 0))

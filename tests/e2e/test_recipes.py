@@ -17,6 +17,7 @@ RECIPES = sorted((ROOT / "recipes").glob("*.sh"))
 SMALL = {
     "PREPARE_ARGS": "--num-align 48 --num-train 24 --num-dev 8 --num-test 8",
     "ALIGN_STEPS": "3", "FT_STEPS": "3", "BATCH": "8", "GPUS": "0", "DECODER": "ctc",
+    "PRETRAIN_ARGS": "--num-clips 32 --max-steps 2 --batch-size 8 --warmup-steps 1 --workers 0",
 }
 
 
@@ -49,6 +50,26 @@ def test_quickstart(tmp_path):
     proc = _run("quickstart.sh", _env(tmp_path, RUNS="runs"), tmp_path)
     assert "direct" in proc.stdout and "audio-only" in proc.stdout and "quickstart finished" in proc.stdout
     assert (tmp_path / "runs" / "compare.png").stat().st_size > 1000
+    for arm in ("direct", "align", "audio-only"):  # every arm starts from the pretrained encoder of stage 0
+        record = json.loads((tmp_path / "runs" / arm / "run.json").read_text())
+        assert record["stages"]["finetune"]["result"]["init"].startswith("builtin-ssl-kannada"), arm
+    align = json.loads((tmp_path / "runs" / "align" / "run.json").read_text())["stages"]
+    assert align["embed-images"]["result"]["vision"] == "efficientnet-lite0"
+
+
+@pytest.mark.slow
+def test_miniature_study(tmp_path):
+    """The whole miniature study at turned-down sizes: two seeds, both losses, the hours curve."""
+    env = _env(tmp_path, SEEDS="0 1", HOURS="0.004 0", RUNS="runs/mini")
+    proc = _run("miniature_study.sh", env, tmp_path)
+    assert "miniature study finished" in proc.stdout
+    mini = tmp_path / "runs" / "mini"
+    arms = (mini / "arms.md").read_text()
+    for arm in ("direct", "audio-only", "align:efficientnet-lite0/clip", "align:efficientnet-lite0/maxsim"):
+        assert arm in arms, arm
+    assert "seed×speaker" in arms  # two seeds per arm: the two-level interval
+    assert "train_hours" in (mini / "hours.md").read_text() or "0.004" in (mini / "hours.md").read_text()
+    assert (mini / "arms.png").stat().st_size > 1000 and (mini / "hours.png").stat().st_size > 1000
 
 
 def _defaults(**env) -> dict:
