@@ -123,9 +123,19 @@ def _pool_rows(cfg: PretrainConfig, rep: Reporter) -> tuple[list[dict], dict]:
 
 
 def run_pretrain(cfg: PretrainConfig, rep: Reporter | None = None, force: bool = False) -> dict:
+    """Pretrain into :func:`output_dir` (one process at a time per directory: a second one waits, then
+    finds the finished encoder)."""
+    from filelock import FileLock
+
     rep = rep or Reporter()
     cfg.validate()
     out = output_dir(cfg)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out.parent / f".{out.name}.lock")):
+        return _pretrain(cfg, out, rep, force)
+
+
+def _pretrain(cfg: PretrainConfig, out: Path, rep: Reporter, force: bool) -> dict:
     options = {k: v for k, v in asdict(cfg).items() if k not in _RUNTIME}
     done = finished(out)
     if done is not None and not force:
