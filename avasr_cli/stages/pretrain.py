@@ -131,6 +131,10 @@ def run_pretrain(cfg: PretrainConfig, rep: Reporter | None = None, force: bool =
     cfg.validate()
     out = output_dir(cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
+    from avasr_cli.run import is_secondary_rank
+
+    if is_secondary_rank():  # a DDP worker Lightning started: rank 0 holds the lock for both
+        return _pretrain(cfg, out, rep, force)
     with FileLock(str(out.parent / f".{out.name}.lock")):
         return _pretrain(cfg, out, rep, force)
 
