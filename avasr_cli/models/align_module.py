@@ -47,8 +47,13 @@ class AudioOnlyObjective(nn.Module):
         if unknown:
             raise TypeError(f"unknown audio-only settings: {sorted(unknown)}")
         self.settings = s = {**SSL_DEFAULTS, **settings}
+        # NeMo's quantizer compares unit-normalised projections with unit-normalised codes, so the nearest
+        # code in l2 is exactly the most similar one in cosine (|x - c|^2 = 2 - 2 x.c). NeMo computes l2 by
+        # broadcasting a [B, T, 16, 8192] difference (0.5 s a batch on a CPU core, more than the encoder);
+        # its cosine path is one matrix product. Same codebook, same tokens (test_ssl_l2_tokens_are_nemos).
+        dist = "cosine" if s["dist_fn"] == "l2" else s["dist_fn"]
         self.quantizer = RandomProjectionVectorQuantizer(feat_in=features, code_dim=s["code_dim"],
-                                                         num_classes=s["num_codes"], num_books=1, dist_fn=s["dist_fn"],
+                                                         num_classes=s["num_codes"], num_books=1, dist_fn=dist,
                                                          combine_time_steps=subsampling, squeeze_single=True)
         self.masking = RandomBlockMasking(feat_in=features, mask_prob=s["mask_prob"], block_size=s["block_size"],
                                           allow_overlap=s["allow_overlap"])

@@ -213,3 +213,22 @@ def test_align_and_finetune_write_tensorboard_curves(run):
     assert {"train_loss", "grad_norm", "recall/heldout_a2i_r@1", "recall/train_a2i_r@1"} <= tags["align"]
     assert any(t.startswith("lr-") for t in tags["align"])
     assert {"grad_norm", "val_wer"} <= tags["finetune"] and any("lr" in t for t in tags["finetune"])
+
+
+def test_ssl_l2_tokens_are_nemos():
+    """The control's quantizer gives exactly the tokens of NeMo's l2 quantizer with the same codebook."""
+    from nemo.collections.asr.modules import RandomProjectionVectorQuantizer
+
+    from avasr_cli.models.align_module import AudioOnlyObjective
+
+    torch.manual_seed(0)
+    ours = AudioOnlyObjective(features=80, d_model=64, subsampling=8).quantizer
+    nemo = RandomProjectionVectorQuantizer(feat_in=80, code_dim=16, num_classes=8192, num_books=1, dist_fn="l2",
+                                           combine_time_steps=8, squeeze_single=True)
+    nemo.load_state_dict(ours.state_dict())
+    nemo.float()
+    spec = torch.randn(8, 80, 800)
+    _, t_ours = ours(input_signal=spec)
+    _, t_nemo = nemo(input_signal=spec)
+    assert t_ours.shape == t_nemo.shape == (8, 100)
+    assert (t_ours == t_nemo).float().mean().item() >= 0.999  # float ties aside, identical
