@@ -6,7 +6,7 @@
 #   stage 1  the arms × SEEDS        direct, align:<vision>/clip, align:<vision>/maxsim, audio-only,
 #                                    all from that pretrained encoder, same data and budgets
 #                                    (recipes/vaani_paper.sh with SOURCE=builtin)
-#   stage 2  data efficiency         WER vs transcribed hours: direct, aligned and audio-only encoders
+#   stage 2  data efficiency         WER vs transcribed hours (HOURS_SEEDS): direct, aligned, audio-only
 #                                    (recipes/data_efficiency.sh with SOURCE=builtin)
 #   stage 3  one compare table       two-level seed × speaker intervals, markdown and a plot
 #
@@ -20,10 +20,11 @@ here="$(cd "$(dirname "$0")" && pwd)"
 
 AVASR_LANG="${AVASR_LANG:-kannada}"
 SEEDS="${SEEDS:-0 1 2}"
-HOURS="${HOURS:-0.05 0.1 0}"               # transcribed hours for the curve (0 = all of train)
+HOURS="${HOURS:-0.05 0}"                   # transcribed hours for the curve (0 = all of train: 0.18 h)
+HOURS_SEEDS="${HOURS_SEEDS:-0}"            # seeds of the curve (each point is 3 fine-tuning runs)
 VISION="${VISION:-efficientnet-lite0}"
 LOSSES="${LOSSES:-clip maxsim}"
-ALIGN_STEPS="${ALIGN_STEPS:-600}"
+ALIGN_STEPS="${ALIGN_STEPS:-400}"
 FT_STEPS="${FT_STEPS:-400}"
 BATCH="${BATCH:-16}"
 DECODER="${DECODER:-ctc}"                  # ctc keeps 2 CPU cores fast; the paper's is hybrid-tdt-ctc
@@ -48,7 +49,7 @@ if [[ $stage -le 1 && $stop_stage -ge 1 ]]; then
 fi
 if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
   echo "== stage 2: WER against transcribed hours ($HOURS), with and without alignment"
-  env "${common[@]}" SEEDS="$SEEDS" HOURS="$HOURS" LOSS="${LOSSES%% *}" RUNS="$RUNS/hours" stop_stage=3 \
+  env "${common[@]}" SEEDS="$HOURS_SEEDS" HOURS="$HOURS" LOSS="${LOSSES%% *}" RUNS="$RUNS/hours" stop_stage=3 \
     bash "$here/data_efficiency.sh"
 fi
 if [[ $stage -le 3 && $stop_stage -ge 3 ]]; then

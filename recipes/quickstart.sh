@@ -19,7 +19,7 @@ VISION="${VISION:-auto}"              # auto = ImageNet-pretrained EfficientNet-
 LOSS="${LOSS:-clip}"
 INIT="${INIT:-auto}"                  # auto = the pretrained start point of stage 0 (tiny = random init)
 PRETRAIN_ARGS="${PRETRAIN_ARGS:-}"    # e.g. "--num-clips 400 --max-steps 50" for a quick try
-ALIGN_STEPS="${ALIGN_STEPS:-600}"
+ALIGN_STEPS="${ALIGN_STEPS:-400}"
 FT_STEPS="${FT_STEPS:-400}"
 DECODER="${DECODER:-ctc}"             # ctc keeps the CPU demo fast; the paper's is hybrid-tdt-ctc (GPU)
 BATCH="${BATCH:-16}"
