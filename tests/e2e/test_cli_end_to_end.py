@@ -55,8 +55,9 @@ def test_runs_share_one_corpus_and_test_set(runs):
 def test_align_records_recall_before_and_after(runs):
     root, _ = runs
     recall = json.loads((root / "runs" / "align" / "align" / "recall.json").read_text())
-    assert set(recall) == {"before", "after"}
-    assert 0.0 <= recall["after"]["a2i_r@1"] <= 1.0
+    assert set(recall) == {"before", "after", "train_before", "train_after", "final_train_loss", "chance_loss", "verdict"}
+    assert 0.0 <= recall["after"]["a2i_r@1"] <= 1.0 and 0.0 <= recall["train_after"]["a2i_r@1"] <= 1.0
+    assert recall["verdict"] in ("generalises", "memorises", "none")
     record = json.loads((root / "runs" / "align" / "run.json").read_text())
     assert record["stages"]["finetune"]["result"]["init_kind"] == "aligned"
     assert record["stages"]["align"]["result"]["steps"] == 4
