@@ -98,7 +98,7 @@ class BucketBatchSampler(Sampler):
         self.epoch = epoch
 
     def _batches(self) -> list[list[int]]:
-        rng = np.random.default_rng(self.seed + self.epoch)
+        rng = np.random.default_rng([self.seed, self.epoch])  # seed + epoch would give seed 1 seed 0's epoch 1
         order = rng.permutation(len(self.durations))
         pool = max(1, min(self.pool, len(self.durations) // (4 * self.batch_size)))
         chunk = self.batch_size * pool

@@ -29,7 +29,8 @@ from avasr_cli.stages.compare_runs import Run, fmt
 HOURS_TOLERANCE = 0.02  # relative: seeds subsample slightly different amounts of the same hours
 _BUDGET_KEYS = ("max_steps", "effective_batch", "lr", "head_lr", "layer_decay", "schedule", "decoder")
 ALIGN_COMPARED = ("max_steps", "effective_batch", "samples_per_update", "lr", "weight_decay", "warmup_steps",
-                  "schedule", "init", "manifest_sha256", "freeze_layers", "head_lr", "layer_decay", "align_layer")
+                  "schedule", "init", "manifest_sha256", "freeze_layers", "head_lr", "layer_decay", "align_layer",
+                  "train_pairs", "precision")
 
 
 def short(sha: Any) -> str:
@@ -83,6 +84,14 @@ def other_split_notes(runs: list[Run], splits: list[str], split: str, notes: lis
 
 
 # -------------------------------------------------------------------------------------------- finetune
+def start_encoder(info: dict):
+    """The encoder an arm began from, as a seed-free setting: the align stage's starting encoder for an
+    aligned or audio-only arm, the fine-tuning init for a direct one."""
+    if info.get("align_budget") is not None:
+        return info["align_budget"].get("init")
+    return info.get("init_setting")
+
+
 def finetune_flags(row_runs: list[Run], base_runs: list[Run] | None, label: str) -> tuple[list[str], list[str]]:
     """Flags of one row against the baseline row, and their footnotes."""
     flags: list[str] = []
@@ -109,6 +118,11 @@ def finetune_flags(row_runs: list[Run], base_runs: list[Run] | None, label: str)
         flags.append("tokenizer")
         notes.append(f"[tokenizer] {label}: tokenizer differs from the baseline's "
                      f"({', '.join(map(short, sorted(toks)))} vs {', '.join(map(short, sorted(base_toks)))})")
+    start, bstart = start_encoder(info), start_encoder(ref)
+    if start is not None and bstart is not None and start != bstart:
+        flags.append("start")
+        notes.append(f"[start] {label}: its arm began from another encoder than the baseline's "
+                     f"({fmt(start)} vs {fmt(bstart)}): every arm must start from the same pretrained model")
     h, bh = info["train_hours"], ref["train_hours"]
     if h is not None and bh is not None and not math.isclose(float(h), float(bh), rel_tol=HOURS_TOLERANCE, abs_tol=1e-6):
         flags.append("hours")

@@ -23,7 +23,8 @@ DASH = "—"
 
 # continued-pretraining settings that must match for runs to share a row (seeds and hashes aside)
 ALIGN_SETTING_KEYS = ("max_steps", "effective_batch", "samples_per_update", "lr", "weight_decay", "warmup_steps",
-                      "schedule", "init", "freeze_layers", "ssl", "head_lr", "layer_decay", "align_layer")
+                      "schedule", "init", "freeze_layers", "ssl", "head_lr", "layer_decay", "align_layer",
+                      "train_pairs", "precision")
 
 # what must be equal for runs to share a row: everything shown except seeds and hashes
 GROUP_KEYS = ("arm", "objective", "vision", "loss", *(f"align_{k}" for k in ALIGN_SETTING_KEYS), "init_setting",

@@ -65,6 +65,11 @@ class PretrainConfig:
             problems.append(f"--lang {self.lang!r}: the built-in pool has {', '.join(LANGUAGES)}")
         if self.manifest and not self.out:
             problems.append("--out is required with --manifest (where to write the pretrained encoder)")
+        if self.out and Path(self.out).expanduser().exists() and not Path(self.out).expanduser().is_dir():
+            problems.append(f"--out {self.out} is a file, not a directory")
+        if self.init in ("auto", "builtin-ssl"):
+            problems.append(f"--init {self.init}: pretraining starts from an encoder of its own, e.g. tiny, small, "
+                            "medium, a .nemo file or an avasr encoder directory")
         if self.lr <= 0:
             problems.append("--lr must be positive")
         if not 0.0 < self.ssl_mask_prob < 1.0:
@@ -106,6 +111,9 @@ def _pool_rows(cfg: PretrainConfig, rep: Reporter) -> tuple[list[dict], dict]:
 
     if cfg.manifest:
         rows = read_manifest(cfg.manifest, require=("audio_filepath", "duration"))
+        base = Path(cfg.manifest).resolve().parent  # relative paths are relative to the manifest, as NeMo reads them
+        rows = [dict(r, audio_filepath=str(base / r["audio_filepath"])) if not Path(r["audio_filepath"]).is_absolute()
+                else r for r in rows]
         check_audio_files(cfg.manifest, rows)
         return rows, {"kind": "manifest", "manifest": str(Path(cfg.manifest).resolve()), "clips": len(rows),
                       "hours": round(total_hours(rows), 3), "speakers": len({r.get("speaker") for r in rows} - {None})}
@@ -141,6 +149,8 @@ def run_pretrain(cfg: PretrainConfig, rep: Reporter | None = None, force: bool =
 
 def _pretrain(cfg: PretrainConfig, out: Path, rep: Reporter, force: bool) -> dict:
     options = {k: v for k, v in asdict(cfg).items() if k not in _RUNTIME}
+    if cfg.manifest and Path(cfg.manifest).is_file():
+        options["manifest_sha256"] = sha256_file(cfg.manifest)  # the same path with other rows is another pool
     done = finished(out)
     if done is not None and not force:
         if done.get("options") == options:
@@ -173,6 +183,10 @@ def _pretrain(cfg: PretrainConfig, out: Path, rep: Reporter, force: bool) -> dic
                          weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps,
                          seed=cfg.seed, num_workers=cfg.workers, ssl=cfg.ssl_settings())
     ckpt_dir = out / "checkpoints"
+    if force:
+        import shutil
+
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # --force trains again, it does not resume the old run
     resume = checkpoints_for(ckpt_dir, options, rep, {"pool": sha256_file(pool_manifest), "starting encoder": init_sha})
     start = time.time()
     with rep.task("pretrain (masked-token prediction)", total=cfg.max_steps) as task:

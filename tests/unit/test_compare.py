@@ -32,7 +32,8 @@ def align_budget(arm: str, seed: int, **over) -> dict:
     budget = {"objective": "image" if image else "audio-only", "loss": "infonce" if image else None,
               "vision": "siglip2" if image else None, "max_steps": 500, "steps": 500, "batch_size": 16,
               "accumulate": 1, "world_size": 1, "effective_batch": 16, "samples_per_update": 16, "lr": 0.001,
-              "weight_decay": 0.001, "warmup_steps": 30, "schedule": "cosine (warm-up 30)", "init": "tiny",
+              "weight_decay": 0.001, "warmup_steps": 30, "schedule": "cosine (warm-up 30)",
+              "init": f"tiny (seed {seed}, random init)",  # as the direct arm's finetune records its start
               # the starting encoder is the seeded random init: the same per seed in every arm
               "init_sha256": hashlib.sha256(f"tiny-{seed}".encode()).hexdigest(), "manifest_sha256": "m" * 64,
               "train_pairs": 720, "freeze_layers": 0, "seed": seed, "precision": "32",
@@ -59,7 +60,8 @@ def make_run(root: Path, name: str, *, arm: str = "direct", seed: int = 0, p_err
                 "accumulate": 1, "lr": 0.001, "weight_decay": 0.001, "warmup_steps": 30, "freeze_layers": 0,
                 "init": "auto", "seed": seed}
         ares = {"objective": objective, "vision": None if arm == "audio-only" else vision,
-                "loss": None if arm == "audio-only" else loss, "init": "tiny", "steps": 500, "batch_size": 16,
+                "loss": None if arm == "audio-only" else loss, "init": f"tiny (seed {seed}, random init)", "steps": 500,
+                "batch_size": 16,
                 "effective_batch": 16, "world_size": 1}
         if legacy_align:  # then effective_batch meant samples per update: batch × accumulate × world
             acfg.update(align or {})
@@ -498,3 +500,16 @@ def test_intermediate_align_layer_shows_in_the_label_and_is_flagged(tmp_path):
     row = next(r for r in res.rows if r["runs"] == [str(mid)])
     assert row["arm"].endswith("@L0") and "align-budget" in row["flags"]
     assert {"key": "align_layer", "value": 0, "reference": 1} in row["align_budget_diffs"]
+
+
+def test_a_baseline_from_another_start_encoder_is_flagged(tmp_path):
+    """A random-init direct run against arms that began from a pretrained encoder (e.g. `--init auto` before
+    and after `avasr pretrain`) is not a fair baseline."""
+    direct = make_run(tmp_path, "direct")
+    record = json.loads((direct / "run.json").read_text())
+    record["stages"]["finetune"]["result"]["init"] = "builtin-ssl-kannada (NEST/BEST-RQ ...)"
+    (direct / "run.json").write_text(json.dumps(record))
+    ao = make_run(tmp_path, "ao", arm="audio-only")
+    res = run_compare(CompareConfig(runs=(str(direct), str(ao)), n_resamples=50))
+    row = next(r for r in res.rows if r["runs"] == [str(ao)])
+    assert "start" in row["flags"] and any(n.startswith("[start]") for n in res.flags)

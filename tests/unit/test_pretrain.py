@@ -44,7 +44,18 @@ def test_pretrain_writes_a_valid_init_and_reruns_are_free(tmp_path):
     assert "--force" in exc.value.hint
 
 
-def test_init_auto_uses_the_pretrained_start_point(run):
+@pytest.fixture
+def own_pretrained(run):
+    """The start point this test builds lives in the session's shared corpus home: remove it afterwards, or
+    every later test's ``--init auto`` would start from it."""
+    import shutil
+
+    yield run
+    shutil.rmtree(builtin_dir("kannada"), ignore_errors=True)
+
+
+def test_init_auto_uses_the_pretrained_start_point(own_pretrained):
+    run = own_pretrained
     with pytest.raises(PrerequisiteError) as exc:
         resolve_init(run, "builtin-ssl")
     assert "avasr pretrain" in exc.value.hint
@@ -70,3 +81,27 @@ def test_pretrain_on_your_own_manifest_via_the_cli(run, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "avasr_cli", "pretrain", "--manifest", str(tmp_path / "nope.jsonl")],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "Error:" in bad.stderr and "--out" in bad.stderr
+
+
+def test_force_retrains_and_a_changed_manifest_is_another_pool(run, tmp_path):
+    from avasr_cli.data.manifest import read_manifest
+    from avasr_cli.run import write_jsonl_atomic
+
+    manifest = tmp_path / "pool.jsonl"
+    rows = read_manifest(run.manifest("align"))
+    write_jsonl_atomic(manifest, rows[:16])
+    cfg = PretrainConfig(**dict(TINY, manifest=str(manifest), out=str(tmp_path / "ssl")))
+    first = run_pretrain(cfg)
+    forced = run_pretrain(cfg, force=True)
+    assert forced["reused"] is False and forced["final_loss"] is not None and forced["steps"] == 3
+    write_jsonl_atomic(manifest, rows[:24])  # same path, other audio
+    with pytest.raises(ConfigError):
+        run_pretrain(cfg)
+    assert first["pool"]["clips"] == 16
+
+
+def test_pretrain_refuses_init_auto_and_a_file_as_out(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError) as exc:
+        PretrainConfig(init="auto", out=str(tmp_path / "file"), manifest="m.jsonl").validate()
+    assert "--init auto" in exc.value.message and "is a file" in exc.value.message

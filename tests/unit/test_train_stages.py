@@ -180,3 +180,16 @@ def test_same_vocabulary_size_trap_cannot_happen(run, tmp_path):
 def test_noam_schedule_and_train_hours_subset(run):
     result = run_finetune(run, FinetuneConfig(**dict(TINY_FT, schedule="noam", train_hours=0.005)))
     assert result.budget["schedule"].startswith("noam") and 0 < result.train_hours <= 0.005
+
+
+def test_bucket_sampler_seeds_never_share_an_epochs_order():
+    """seed + epoch used to seed the shuffle: seed 1's first epoch was seed 0's second."""
+    durations = list(np.random.default_rng(0).uniform(1, 3, size=200))
+    orders = {}
+    for seed in (0, 1, 2):
+        for epoch in range(3):
+            s = BucketBatchSampler(durations, 4, seed=seed)
+            s.set_epoch(epoch)
+            orders[seed, epoch] = list(s)
+    keys = list(orders)
+    assert all(orders[a] != orders[b] for i, a in enumerate(keys) for b in keys[i + 1:])
