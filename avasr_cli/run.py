@@ -262,3 +262,16 @@ def resolve_run_dir(path: str | os.PathLike | None) -> RunDir:
     if path is None:
         path = os.environ.get("AVASR_RUN_DIR") or "."
     return RunDir(Path(path))
+
+
+def input_fingerprint(files: dict[str, Path], start: str | None = None) -> dict:
+    """What a stage consumed, to tell a finished stage whose inputs changed from one that can be skipped:
+    the sha256 of each existing file in ``files`` (manifests, records) and the identity of the starting
+    encoder ``start`` (the weights' sha256 for an encoder directory or a checkpoint file, else the name)."""
+    out = {name: sha256_file(path) for name, path in files.items() if Path(path).is_file()}
+    if start is not None:
+        path = Path(start).expanduser()
+        weights = path / "encoder.safetensors" if path.is_dir() else path
+        out["starting encoder"] = sha256_file(weights) if weights.is_file() else start
+    return out
+

@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
 
             avasr -r runs/audio-only align --objective audio-only
         """
-        from avasr_cli.stages.align import AlignConfig, describe, run_align
+        from avasr_cli.stages.align import AlignConfig, align_inputs, describe, run_align
 
         cfg = AlignConfig(objective=objective, vision=vision, loss=loss, init=init, max_steps=max_steps,
                           batch_size=batch_size, accumulate=accumulate, lr=lr, warmup_steps=warmup_steps,
@@ -70,4 +70,5 @@ def register(app: typer.Typer) -> None:
                           workers=workers, resume=resume, ssl_mask_prob=ssl_mask_prob, ssl_block_size=ssl_block_size,
                           ssl_codebook_size=ssl_codebook_size)
         cfg.validate()
-        run_stage("align", run_dir, cfg, run_align, force=force, as_json=json_out, summary=describe)
+        run_stage("align", run_dir, cfg, run_align, force=force, as_json=json_out, summary=describe,
+                  inputs=align_inputs)

@@ -62,9 +62,11 @@ def run_stage(
     force: bool = False,
     as_json: bool = False,
     summary: Callable[[Any], str] | None = None,
+    inputs: Callable[[Any, Any], dict] | None = None,
 ) -> Any:
-    """Lock the run directory, skip a finished stage with the same config (unless ``--force``), run it,
-    record it, and print the result."""
+    """Lock the run directory, skip a finished stage with the same config and — when the stage names its
+    ``inputs`` (run, cfg → fingerprint, recorded in its result) — the same inputs (unless ``--force``),
+    run it, record it, and print the result."""
     import dataclasses
 
     from avasr_cli.progress import Reporter
@@ -78,7 +80,11 @@ def run_stage(
     with run.lock(command):
         previous = run.stage(name)
         cfg_dict = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))  # as run.json stores it
-        if previous is not None and not force and previous.get("config") == cfg_dict:
+        changed = []
+        if previous is not None and not force and previous.get("config") == cfg_dict and inputs is not None:
+            now, then = inputs(run, cfg), (previous.get("result") or {}).get("inputs") or {}
+            changed = [k for k in sorted(set(now) | set(then)) if now.get(k) != then.get(k)]
+        if previous is not None and not force and previous.get("config") == cfg_dict and not changed:
             err.print(f"[green]✓[/green] {name} already finished in {run.root} (use --force to redo it)")
             result = previous["result"]
         else:
@@ -86,6 +92,9 @@ def run_stage(
                 import shutil
 
                 shutil.rmtree(run.root / name / "checkpoints", ignore_errors=True)
+            if changed:
+                err.print(f"{name} finished before with the same options, but its inputs changed since "
+                          f"({', '.join(changed)}): running it again")
             err.print(f"[bold]avasr {name}[/bold] → {run.root}")
             result = fn(run, cfg, reporter())
             run.record_stage(name, cfg_dict, result)

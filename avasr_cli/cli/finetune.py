@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
 
             avasr finetune --lr 1.4e-4 --head-lr-ratio 2 --warmup-steps 5000 --max-steps 50000 --gpus 1
         """
-        from avasr_cli.stages.finetune import FinetuneConfig, describe, run_finetune
+        from avasr_cli.stages.finetune import FinetuneConfig, describe, finetune_inputs, run_finetune
 
         cfg = FinetuneConfig(decoder=decoder, init=init, max_steps=max_steps, batch_size=batch_size,
                              accumulate=accumulate, lr=lr, warmup_steps=warmup_steps, head_lr_ratio=head_lr_ratio,
@@ -61,4 +61,5 @@ def register(app: typer.Typer) -> None:
                              vocab_size=vocab_size, spec_augment=spec_augment, train_hours=train_hours,
                              val_every=val_every, seed=seed, gpus=gpus, nodes=nodes, precision=precision, workers=workers, resume=resume)
         cfg.validate()
-        run_stage("finetune", run_dir, cfg, run_finetune, force=force, as_json=json_out, summary=describe)
+        run_stage("finetune", run_dir, cfg, run_finetune, force=force, as_json=json_out, summary=describe,
+                  inputs=finetune_inputs)

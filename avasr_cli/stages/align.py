@@ -98,6 +98,7 @@ class AlignResult:
     init_sha256: str = ""  # the starting encoder's weights
     encoder_sha256: str = ""  # the aligned encoder's weights
     history: list = field(default_factory=list)
+    inputs: dict = field(default_factory=dict)  # align_inputs() when the stage ran
 
 
 def resolve_init(run: RunDir, init: str, rep: Reporter | None = None) -> str:
@@ -165,6 +166,16 @@ def load_features(run: RunDir, cfg: AlignConfig, rows: list[dict]) -> tuple[dict
         raise InputError(f"{path} says features have dimension {info.get('dim')}, but the store {info['store']} "
                          f"holds dimension {store.dim}", "rerun `avasr embed-images --force` to rewrite features.json")
     return {k: i for i, k in enumerate(keys)}, info
+
+
+def align_inputs(run: RunDir, cfg: AlignConfig) -> dict:
+    """The align manifest, the feature record and the starting encoder (see ``run.input_fingerprint``)."""
+    from avasr_cli.run import input_fingerprint
+
+    files = {"align manifest": run.manifest("align")}
+    if cfg.objective == "image":
+        files["image features"] = run.root / "features.json"
+    return input_fingerprint(files, resolve_init(run, cfg.init))
 
 
 def recall_verdict(heldout: dict | None, train: dict | None, alpha: float = 0.01) -> str | None:
@@ -313,7 +324,7 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None, callba
         encoder_dir=str(run.align_dir / "encoder"),
         vision_untrained=bool(info.get("untrained", False)), init_sha256=init_sha,
         encoder_sha256=state_sha256(bundle.state_dict),
-        history=bundle.history,
+        history=bundle.history, inputs=align_inputs(run, cfg),
     )
 
 

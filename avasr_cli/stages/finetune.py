@@ -74,6 +74,7 @@ class FinetuneResult:
     model_sha256: str = ""
     encoder_sha256: str = ""  # the starting encoder's weights (aligned or base)
     notes: list = field(default_factory=list)
+    inputs: dict = field(default_factory=dict)  # finetune_inputs() when the stage ran
 
 
 def resolve_decoder(decoder: str, gpus: int) -> str:
@@ -96,6 +97,17 @@ def subsample_hours(rows: list[dict], hours: float, seed: int) -> list[dict]:
         picked.append(rows[i])
         total += d
     return picked
+
+
+def finetune_inputs(run: RunDir, cfg: FinetuneConfig) -> dict:
+    """The train and dev manifests and the starting encoder: the run's aligned one, else ``--init``."""
+    from avasr_cli.run import input_fingerprint
+    from avasr_cli.stages.align import resolve_init
+
+    aligned = run.align_dir / "encoder"
+    start = str(aligned) if run.stage("align") is not None and (aligned / "encoder.json").exists() \
+        else resolve_init(run, cfg.init)
+    return input_fingerprint({"train manifest": run.manifest("train"), "dev manifest": run.manifest("dev")}, start)
 
 
 def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, callbacks=()) -> FinetuneResult:
@@ -212,6 +224,7 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
         train_utterances=len(train_rows), train_hours=budget["train_hours"],
         best_dev_wer=best.best, steps=int(trainer.global_step), seconds=round(seconds, 1), model=str(model_path),
         model_sha256=sha256_file(model_path), encoder_sha256=encoder_sha, notes=notes,
+        inputs=finetune_inputs(run, cfg),
     )
 
 
