@@ -99,6 +99,9 @@ class AlignResult:
     encoder_sha256: str = ""  # the aligned encoder's weights
     history: list = field(default_factory=list)
     inputs: dict = field(default_factory=dict)  # align_inputs() when the stage ran
+    # the checkpoint a killed run resumed from: not bit-identical to an uninterrupted run (the interrupted
+    # epoch starts its batch order again), so compare and readers can tell
+    resumed_from: str | None = None
 
 
 def resolve_init(run: RunDir, init: str, rep: Reporter | None = None) -> str:
@@ -324,7 +327,7 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None, callba
         encoder_dir=str(run.align_dir / "encoder"),
         vision_untrained=bool(info.get("untrained", False)), init_sha256=init_sha,
         encoder_sha256=state_sha256(bundle.state_dict),
-        history=bundle.history, inputs=align_inputs(run, cfg),
+        history=bundle.history, inputs=align_inputs(run, cfg), resumed_from=str(resume) if resume else None,
     )
 
 

@@ -75,6 +75,10 @@ class FinetuneResult:
     encoder_sha256: str = ""  # the starting encoder's weights (aligned or base)
     notes: list = field(default_factory=list)
     inputs: dict = field(default_factory=dict)  # finetune_inputs() when the stage ran
+    # the checkpoint a killed run resumed from: not bit-identical to an uninterrupted run (the interrupted
+    # epoch starts its batch order again), so compare and readers can tell
+    resumed_from: str | None = None
+
 
 
 def resolve_decoder(decoder: str, gpus: int) -> str:
@@ -224,7 +228,7 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
         train_utterances=len(train_rows), train_hours=budget["train_hours"],
         best_dev_wer=best.best, steps=int(trainer.global_step), seconds=round(seconds, 1), model=str(model_path),
         model_sha256=sha256_file(model_path), encoder_sha256=encoder_sha, notes=notes,
-        inputs=finetune_inputs(run, cfg),
+        inputs=finetune_inputs(run, cfg), resumed_from=str(resume) if resume else None,
     )
 
 

@@ -75,6 +75,7 @@ def test_killed_stage_resumes(tmp_path, stage, task):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming from" in again.stderr
     assert _stages(tmp_path)[stage]["result"]["steps"] == 40
+    assert _stages(tmp_path)[stage]["result"]["resumed_from"].endswith(".ckpt")  # recorded: not an uninterrupted run
     assert not (tmp_path / "run" / ".lock").exists()
     _no_leftovers(tmp_path)
     if stage == "align":
