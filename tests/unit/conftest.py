@@ -8,15 +8,13 @@ from avasr_cli.run import RunDir
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory):
     """One prepared + embedded run directory, copied per test (the corpus lives in a module-wide cache)."""
-    import os
 
     from avasr_cli.stages.embed_images import EmbedConfig, run_embed_images
     from avasr_cli.stages.prepare import PrepareConfig, run_prepare
 
     home = tmp_path_factory.mktemp("home")
-    old = os.environ.get("AVASR_HOME")
-    os.environ["AVASR_HOME"] = str(home)
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # a session fixture: no function-scoped monkeypatch
+        mp.setenv("AVASR_HOME", str(home))
         base = RunDir(tmp_path_factory.mktemp("base"))
         cfg = PrepareConfig(num_align=30, num_train=18, num_dev=6, num_test=6)
         run_prepare(base, cfg, None)
@@ -24,11 +22,6 @@ def prepared(tmp_path_factory):
         ecfg = EmbedConfig(vision="tiny-siglip", workers=0)  # fast; the offline default is tested elsewhere
         run_embed_images(base, ecfg, None)
         base.record_stage("embed-images", ecfg, {})
-    finally:
-        if old is None:
-            os.environ.pop("AVASR_HOME", None)
-        else:
-            os.environ["AVASR_HOME"] = old
     return base.root, home
 
 

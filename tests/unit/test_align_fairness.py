@@ -53,25 +53,18 @@ class Watch(pl.Callback):
 @pytest.fixture(scope="module")
 def arms(prepared, tmp_path_factory):
     """Both objectives from one config, each watched through its whole fit."""
-    import os
     import shutil
 
     src, home = prepared
-    old = os.environ.get("AVASR_HOME")
-    os.environ["AVASR_HOME"] = str(home)
     out = {}
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AVASR_HOME", str(home))
         for objective in ("image", "audio-only"):
             root = tmp_path_factory.mktemp(objective) / "run"
             shutil.copytree(src, root)
             watch = Watch()
             result = run_align(RunDir(root), AlignConfig(**dict(TWO_EPOCHS, objective=objective)), callbacks=[watch])
             out[objective] = (watch, result)
-    finally:
-        if old is None:
-            os.environ.pop("AVASR_HOME", None)
-        else:
-            os.environ["AVASR_HOME"] = old
     return out
 
 

@@ -7,7 +7,6 @@ This is what shows the stage can learn an alignment at all; a comparison that us
 worth reading while this passes."""
 
 import math
-import os
 import shutil
 
 import pytest
@@ -25,18 +24,12 @@ def corpus(tmp_path_factory):
     from avasr_cli.stages.prepare import PrepareConfig, run_prepare
 
     home = tmp_path_factory.mktemp("home")
-    old = os.environ.get("AVASR_HOME")
-    os.environ["AVASR_HOME"] = str(home)
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AVASR_HOME", str(home))
         base = RunDir(tmp_path_factory.mktemp("prepared") / "run")
         cfg = PrepareConfig(num_align=400, num_train=18, num_dev=6, num_test=6)
         run_prepare(base, cfg, None)
         base.record_stage("prepare", cfg, {})
-    finally:
-        if old is None:
-            os.environ.pop("AVASR_HOME", None)
-        else:
-            os.environ["AVASR_HOME"] = old
     return base.root, home
 
 
