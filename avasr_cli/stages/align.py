@@ -17,6 +17,23 @@ OBJECTIVES = ("image", "audio-only")
 LOSS_NAMES = ("clip", "siglip", "maxsim")
 
 
+# the masked-token objective's settings (NeMo's NEST recipe), shared by `align --objective audio-only`
+# and `pretrain`; models/align_module.SSL_DEFAULTS holds the same values for library use
+SSL_MASK_PROB, SSL_BLOCK_SIZE, SSL_CODEBOOK_SIZE = 0.01, 40, 8192
+
+
+def ssl_settings(cfg) -> dict:
+    return {"mask_prob": cfg.ssl_mask_prob, "block_size": cfg.ssl_block_size, "num_codes": cfg.ssl_codebook_size}
+
+
+def ssl_problems(cfg) -> list[str]:
+    problems = [] if 0.0 < cfg.ssl_mask_prob < 1.0 else ["--ssl-mask-prob must be in (0, 1)"]
+    problems += at_least_one(cfg, ("ssl_block_size",))
+    if cfg.ssl_codebook_size < 2:
+        problems.append("--ssl-codebook-size must be at least 2")
+    return problems
+
+
 @dataclass(frozen=True)
 class AlignConfig:
     objective: str = "image"
@@ -43,12 +60,12 @@ class AlignConfig:
     resume: bool = True
     workers: int = 2
     # audio-only control (NeMo NEST / BEST-RQ recipe values; see models/align_module.SSL_DEFAULTS)
-    ssl_mask_prob: float = 0.01
-    ssl_block_size: int = 40
-    ssl_codebook_size: int = 8192
+    ssl_mask_prob: float = SSL_MASK_PROB
+    ssl_block_size: int = SSL_BLOCK_SIZE
+    ssl_codebook_size: int = SSL_CODEBOOK_SIZE
 
     def ssl_settings(self) -> dict:
-        return {"mask_prob": self.ssl_mask_prob, "block_size": self.ssl_block_size, "num_codes": self.ssl_codebook_size}
+        return ssl_settings(self)
 
     def validate(self) -> None:
         problems = []
@@ -64,11 +81,7 @@ class AlignConfig:
         if self.lr <= 0:
             problems.append("--lr must be positive")
         problems += group_problems(self.head_lr_ratio, self.layer_decay)
-        if not 0.0 < self.ssl_mask_prob < 1.0:
-            problems.append("--ssl-mask-prob must be in (0, 1)")
-        problems += at_least_one(self, ("ssl_block_size",))
-        if self.ssl_codebook_size < 2:
-            problems.append("--ssl-codebook-size must be at least 2")
+        problems += ssl_problems(self)
         raise_problems(problems, "see `avasr align --help`")
 
 

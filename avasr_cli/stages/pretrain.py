@@ -24,6 +24,7 @@ from pathlib import Path
 from avasr_cli.errors import ConfigError, InputError, at_least_one, raise_problems
 from avasr_cli.progress import Reporter
 from avasr_cli.run import avasr_home, sha256_file, write_json_atomic
+from avasr_cli.stages.align import SSL_BLOCK_SIZE, SSL_CODEBOOK_SIZE, SSL_MASK_PROB, ssl_problems, ssl_settings
 
 POOL_PER_ALIGN_CLIP = 10  # the pool holds ten times the default alignment pool (800 clips)
 
@@ -45,9 +46,9 @@ class PretrainConfig:
     weight_decay: float = 1e-3
     warmup_steps: int = 60
     seed: int = 0
-    ssl_mask_prob: float = 0.01
-    ssl_block_size: int = 40
-    ssl_codebook_size: int = 8192
+    ssl_mask_prob: float = SSL_MASK_PROB
+    ssl_block_size: int = SSL_BLOCK_SIZE
+    ssl_codebook_size: int = SSL_CODEBOOK_SIZE
     gpus: int = 0
     nodes: int = 1
     cpu_procs: int = 1
@@ -60,7 +61,7 @@ class PretrainConfig:
         from avasr_cli.data.builtin import ALIASES, LANGUAGES
 
         problems = at_least_one(self, ("num_clips", "max_steps", "batch_size", "accumulate", "checkpoint_every",
-                                       "cpu_procs", "nodes", "ssl_block_size"))
+                                       "cpu_procs", "nodes"))
         if not self.manifest and ALIASES.get(self.lang, self.lang) not in LANGUAGES:
             problems.append(f"--lang {self.lang!r}: the built-in pool has {', '.join(LANGUAGES)}")
         if self.manifest and not self.out:
@@ -72,14 +73,11 @@ class PretrainConfig:
                             "medium, a .nemo file or an avasr encoder directory")
         if self.lr <= 0:
             problems.append("--lr must be positive")
-        if not 0.0 < self.ssl_mask_prob < 1.0:
-            problems.append("--ssl-mask-prob must be in (0, 1)")
-        if self.ssl_codebook_size < 2:
-            problems.append("--ssl-codebook-size must be at least 2")
+        problems += ssl_problems(self)
         raise_problems(problems, "see `avasr pretrain --help`")
 
     def ssl_settings(self) -> dict:
-        return {"mask_prob": self.ssl_mask_prob, "block_size": self.ssl_block_size, "num_codes": self.ssl_codebook_size}
+        return ssl_settings(self)
 
 
 # options that do not change the result (where and how fast it runs)
