@@ -14,7 +14,9 @@ are correlated):
   interpolation).
 * The two-sided p-value is ``min(1, 2 * min(P(delta* <= 0), P(delta* >= 0)))`` over the resampled deltas
   ``delta*``: twice the fraction on the far side of zero, clipped to 1. ``0.0`` means fewer than
-  ``1 / n_resamples``; identical systems give 1.
+  ``1 / n_resamples``; identical systems give 1. A resampled delta within ``1e-12`` of zero counts as
+  zero (on both sides): it is a tie that floating-point rounding would otherwise put on one side or the
+  other, depending on how the same sums were added up.
 
 Two levels (:func:`seed_speaker_bootstrap`), for systems trained with several seeds each:
 
@@ -106,10 +108,14 @@ def resampled_wers(counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
     return _ratio(s[:, 0::2], s[:, 1::2])
 
 
+# resampled deltas this close to zero are ties (rounding noise of the summation order, see the docstring)
+_TIE = 1e-12
+
+
 def _summary(delta: float, deltas: np.ndarray) -> dict:
     lo, hi = np.percentile(deltas, [2.5, 97.5])
     r = len(deltas)
-    p = min(1.0, 2.0 * min(np.count_nonzero(deltas <= 0) / r, np.count_nonzero(deltas >= 0) / r))
+    p = min(1.0, 2.0 * min(np.count_nonzero(deltas <= _TIE) / r, np.count_nonzero(deltas >= -_TIE) / r))
     return {"delta": float(delta), "ci_low": float(lo), "ci_high": float(hi), "p_value": float(p)}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -177,10 +178,11 @@ def test_two_level_matches_a_loop_over_the_documented_draws():
         w = spk_counts[i][inv]  # how often each utterance is drawn (its speaker's count)
         per_system = []
         for k in range(2):
-            seed_wers = [(w * errs[k][s]).sum() / (w * words[k][s]).sum() for s in range(len(errs[k]))]
-            per_system.append(sum(draws[k][i][s] * seed_wers[s] for s in range(len(seed_wers))) / len(seed_wers))
-        deltas.append(per_system[1] - per_system[0])
-        wers_b.append(per_system[1])
+            # exact rational arithmetic, so a tie at zero is exactly zero
+            seed_wers = [Fraction(int((w * errs[k][s]).sum()), int((w * words[k][s]).sum())) for s in range(len(errs[k]))]
+            per_system.append(sum(int(draws[k][i][s]) * seed_wers[s] for s in range(len(seed_wers))) / len(seed_wers))
+        deltas.append(float(per_system[1] - per_system[0]))
+        wers_b.append(float(per_system[1]))
     res = seed_speaker_bootstrap(errs, words, GROUPS, n_resamples=r, seed=9)[0]
     lo, hi = np.percentile(deltas, [2.5, 97.5])
     assert res["ci_low"] == pytest.approx(lo) and res["ci_high"] == pytest.approx(hi)
@@ -266,3 +268,21 @@ def test_two_level_bad_input_and_speed():
     t = time.perf_counter()
     seed_speaker_bootstrap(errs, [np.tile(words, (5, 1))] * 10, [f"s{i % 400}" for i in range(n)], n_resamples=1000)
     assert time.perf_counter() - t < 2.0
+
+
+def test_rounding_noise_at_zero_counts_as_a_tie():
+    """The same sums added in another order (per-utterance means over seeds vs the seeds' utterances
+    concatenated) must give the same p-value: resampled deltas that are zero up to rounding are ties.
+    Speaker s0 is identical in both systems, so every resample drawing only s0 has a delta of exactly 0;
+    this configuration is one where floating point used to put some of those on one side of zero."""
+    rng = np.random.default_rng(118)
+    spk = [f"s{i % 3}" for i in range(6)]
+    words = rng.integers(3, 9, 6).astype(float)
+    seeds_a = rng.integers(0, 4, (3, 6)).astype(float)
+    seeds_b = seeds_a.copy()
+    seeds_b[:, [i for i in range(6) if spk[i] != "s0"]] = rng.integers(0, 2, (3, 4)).astype(float)
+    mean = paired_bootstrap(seeds_a.mean(0), words, seeds_b.mean(0), words, spk, n_resamples=300, seed=3)
+    flat = paired_bootstrap(seeds_a.ravel(), np.tile(words, 3), seeds_b.ravel(), np.tile(words, 3), spk * 3,
+                            n_resamples=300, seed=3)
+    assert mean["delta"] == pytest.approx(flat["delta"])
+    assert mean["p_value"] == flat["p_value"]
