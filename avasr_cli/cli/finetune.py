@@ -29,6 +29,7 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="Seed.")] = 0,
         gpus: GpusOption = 0,
         nodes: NodesOption = 1,
+        cpu_procs: Annotated[int, typer.Option(help="With --gpus 0: CPU processes (DDP over gloo), mostly for testing.")] = 1,
         precision: Annotated[str, typer.Option(help="auto (bf16-mixed on GPU, 32-true on CPU) or a Lightning precision.")] = "auto",
         workers: Annotated[int, typer.Option(help="Data loading worker processes.")] = 2,
         resume: Annotated[bool, typer.Option(help="Resume from the last checkpoint of an interrupted run with the same options.")] = True,
@@ -59,7 +60,8 @@ def register(app: typer.Typer) -> None:
                              accumulate=accumulate, lr=lr, warmup_steps=warmup_steps, head_lr_ratio=head_lr_ratio,
                              layer_decay=layer_decay, schedule=schedule,
                              vocab_size=vocab_size, spec_augment=spec_augment, train_hours=train_hours,
-                             val_every=val_every, seed=seed, gpus=gpus, nodes=nodes, precision=precision, workers=workers, resume=resume)
+                             val_every=val_every, seed=seed, gpus=gpus, nodes=nodes, cpu_procs=cpu_procs, precision=precision,
+                             workers=workers, resume=resume)
         cfg.validate()
         run_stage("finetune", run_dir, cfg, run_finetune, force=force, as_json=json_out, summary=describe,
                   inputs=finetune_inputs)

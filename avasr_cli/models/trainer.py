@@ -24,6 +24,12 @@ class Hardware:
     def world_size(self) -> int:
         return self.devices * self.num_nodes
 
+    @property
+    def sync_batchnorm(self) -> bool:
+        """BatchNorm statistics synchronised across ranks: under DDP on GPUs (torch's SyncBatchNorm has no
+        CPU implementation)."""
+        return self.world_size > 1 and self.accelerator == "gpu"
+
 
 def resolve_hardware(gpus: int, nodes: int, cpu_procs: int = 1, precision: str = "auto") -> Hardware:
     import torch
@@ -100,8 +106,14 @@ def quiet_libraries() -> None:
 
 def make_trainer(hw: Hardware, *, max_steps: int, ckpt_dir: Path, every: int, callbacks=(), accumulate: int = 1,
                  val_every: int | None = None, monitor: str | None = None, mode: str = "min",
-                 log_dir: Path | None = None, resuming: bool = False) -> pl.Trainer:
-    """``log_dir``: where TensorBoard event files go (train loss, learning rate, gradient norm, and
+                 log_dir: Path | None = None, resuming: bool = False,
+                 distributed_sampler: bool = False) -> pl.Trainer:
+    """``distributed_sampler``: let Lightning give each rank a disjoint part of a map-style loader's data
+    (a ``DistributedSampler``, reshuffled every epoch), as NeMo's own ASR loaders expect; stages with
+    their own rank-aware batch sampler (align, pretrain) leave it off. Under DDP BatchNorm statistics
+    are synchronised across ranks (``sync_batchnorm``), as in NeMo's FastConformer SSL configs.
+
+    ``log_dir``: where TensorBoard event files go (train loss, learning rate, gradient norm, and
     whatever the module logs, e.g. NeMo's ``val_wer``); ``tensorboard --logdir runs`` finds them. A run
     that starts afresh (not ``resuming``) clears the curves of an earlier run there first."""
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -141,7 +153,8 @@ def make_trainer(hw: Hardware, *, max_steps: int, ckpt_dir: Path, every: int, ca
         enable_model_summary=False,
         num_sanity_val_steps=0,
         callbacks=[*ckpts, PruneCheckpoints(ckpt_dir, every), *monitors, *callbacks],
-        use_distributed_sampler=False,
+        use_distributed_sampler=distributed_sampler,
+        sync_batchnorm=hw.sync_batchnorm,
         check_val_every_n_epoch=None if val_every else 1,
         val_check_interval=val_every,
         limit_val_batches=1.0 if val_every else 0,

@@ -313,7 +313,7 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None, callba
     budget = {"objective": cfg.objective, "loss": cfg.loss if cfg.objective == "image" else None,
               "vision": info.get("vision") or info.get("model_id"), "max_steps": cfg.max_steps,
               "steps": int(trainer.global_step), "batch_size": cfg.batch_size, "accumulate": cfg.accumulate,
-              "world_size": hw.world_size, "effective_batch": effective,
+              "world_size": hw.world_size, "sync_batchnorm": hw.sync_batchnorm, "effective_batch": effective,
               "samples_per_update": cfg.batch_size * cfg.accumulate * hw.world_size, "lr": cfg.lr,
               "weight_decay": cfg.weight_decay, "warmup_steps": cfg.warmup_steps,
               "schedule": f"cosine (warm-up {cfg.warmup_steps})", "init": bundle.source, "init_sha256": init_sha,

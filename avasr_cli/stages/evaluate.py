@@ -19,13 +19,22 @@ class EvaluateConfig:
     batch_size: int = 16
     device: str = "auto"
     decoder: str = "default"  # for hybrid models: default (transducer) or ctc
+    gpus: int = 0  # > 1: one process per GPU (DDP), each transcribing its own part of every split
+    nodes: int = 1
+    cpu_procs: int = 1  # with gpus 0: CPU processes (gloo), mostly for testing
+
+    @property
+    def world_size(self) -> int:
+        return max(self.gpus, self.cpu_procs if self.gpus == 0 else 1) * self.nodes
 
     def validate(self) -> None:
         problems = []
         bad = [s for s in self.splits if s not in ("train", "dev", "test")]
         if bad:
             problems.append(f"--split {','.join(bad)}: splits are train, dev and test")
-        problems += at_least_one(self, ("batch_size",))
+        problems += at_least_one(self, ("batch_size", "nodes", "cpu_procs"))
+        if self.gpus < 0:
+            problems.append("--gpus must be 0 or more")
         if self.device not in ("auto", "cpu", "cuda"):
             problems.append(f"--device {self.device!r} is not one of auto, cpu, cuda")
         if self.decoder not in ("default", "ctc"):
@@ -76,6 +85,39 @@ def transcribe(model, paths: list[str], batch_size: int, decoder: str = "default
     return [h.text if hasattr(h, "text") else str(h) for h in out]
 
 
+def _launch(cfg: EvaluateConfig):
+    """Several processes (``--gpus N``, ``--cpu-procs N``, ``--nodes M``, or under torchrun/SLURM): a
+    Lightning Fabric DDP launch, the same launcher as align's and finetune's Trainer. Returns the Fabric,
+    or ``None`` for one process."""
+    if cfg.world_size == 1:
+        return None
+    from lightning.fabric import Fabric
+
+    from avasr_cli.models.trainer import resolve_hardware
+
+    hw = resolve_hardware(cfg.gpus, cfg.nodes, cfg.cpu_procs)
+    fabric = Fabric(accelerator=hw.accelerator, devices=hw.devices, num_nodes=hw.num_nodes, strategy="ddp")
+    fabric.launch()
+    return fabric
+
+
+def _transcribe_shared(fabric, model, paths: list[str], cfg: EvaluateConfig, task) -> list[str]:
+    """Rank ``r`` of ``W`` transcribes utterances ``r, r + W, …``; every rank gets all hypotheses back in
+    manifest order (one process: a plain :func:`transcribe`)."""
+    if fabric is None:
+        return transcribe(model, paths, cfg.batch_size, cfg.decoder, task)
+    import torch.distributed as dist
+
+    rank, world = fabric.global_rank, fabric.world_size
+    mine = transcribe(model, paths[rank::world], cfg.batch_size, cfg.decoder, task if rank == 0 else None)
+    parts: list = [None] * world
+    dist.all_gather_object(parts, mine)
+    hyps: list[str] = [""] * len(paths)
+    for r, part in enumerate(parts):
+        hyps[r::world] = part
+    return hyps
+
+
 def run_evaluate(run: RunDir, cfg: EvaluateConfig, rep: Reporter | None = None) -> EvaluateResult:
     rep = rep or Reporter()
     cfg.validate()
@@ -91,9 +133,14 @@ def run_evaluate(run: RunDir, cfg: EvaluateConfig, rep: Reporter | None = None) 
     model_path = run.finetune_dir / "model.nemo"
     if not model_path.is_file():
         raise InputError(f"{model_path} is missing although the finetune stage is recorded", "rerun `avasr finetune --force`")
+    fabric = _launch(cfg)
     model = load_model(model_path)
-    device = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
+    if fabric is not None:
+        device = fabric.device
+    else:
+        device = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
     model = model.to(device).eval()
+    main = fabric is None or fabric.global_rank == 0
     lang = (run.stage("prepare") or {}).get("config", {}).get("lang")
     result = EvaluateResult(model=str(model_path), model_sha256=sha256_file(model_path))
     for split in cfg.splits:
@@ -101,8 +148,12 @@ def run_evaluate(run: RunDir, cfg: EvaluateConfig, rep: Reporter | None = None) 
         rows = read_manifest(manifest, require=("audio_filepath", "duration", "text"))
         if not rows:
             raise InputError(f"{manifest} is empty", "run `avasr prepare` again")
-        with rep.task(f"transcribing {split}", total=len(rows)) as task:
-            hyps = transcribe(model, [r["audio_filepath"] for r in rows], cfg.batch_size, cfg.decoder, task)
+        share = len(rows) if fabric is None else len(range(0, len(rows), fabric.world_size))  # rank 0's part
+        with rep.task(f"transcribing {split}" + (f" (rank 0 of {fabric.world_size})" if fabric else ""),
+                      total=share) as task:
+            hyps = _transcribe_shared(fabric, model, [r["audio_filepath"] for r in rows], cfg, task)
+        if not main:
+            continue
         extra = {k: [str(r.get(k, "")) for r in rows] for k in ("gender", "district") if any(k in r for r in rows)}
         scored = score([r["text"] for r in rows], hyps, utt_ids=[r.get("utt_id", str(i)) for i, r in enumerate(rows)],
                        speakers=[str(r.get("speaker", "")) for r in rows] if any("speaker" in r for r in rows) else None,
@@ -118,6 +169,12 @@ def run_evaluate(run: RunDir, cfg: EvaluateConfig, rep: Reporter | None = None) 
         rep.log(f"{split}: WER {scored['wer']:.2%}  CER {scored['cer']:.2%}  ({len(rows)} utterances)")
         result.splits[split] = {"wer": scored["wer"], "cer": scored["cer"], "num_utterances": len(rows),
                                 "report": str(run.reports / f"wer-{split}.json")}
+    if fabric is not None:
+        from avasr_cli.models.trainer import teardown_distributed
+
+        teardown_distributed()
+        if not main:
+            raise SystemExit(0)  # rank 0 writes the reports and records the stage
     return result
 
 

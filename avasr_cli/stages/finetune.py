@@ -33,6 +33,7 @@ class FinetuneConfig:
     seed: int = 0
     gpus: int = 0
     nodes: int = 1
+    cpu_procs: int = 1
     precision: str = "auto"
     workers: int = 2
     max_duration: float = 20.0
@@ -45,7 +46,7 @@ class FinetuneConfig:
             problems.append(f"--decoder {self.decoder!r} is not one of auto, {', '.join(DECODERS)}")
         if self.schedule not in ("cosine", "noam"):
             problems.append(f"--schedule {self.schedule!r} is not one of cosine, noam")
-        problems += at_least_one(self, ("max_steps", "batch_size", "accumulate", "val_every", "nodes"))
+        problems += at_least_one(self, ("max_steps", "batch_size", "accumulate", "val_every", "nodes", "cpu_procs"))
         if self.vocab_size < 8:
             problems.append("--vocab-size must be at least 8")
         if self.train_hours < 0:
@@ -135,7 +136,7 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
     quiet_libraries()
     run.require("prepare", "run `avasr prepare` first")
     decoder = resolve_decoder(cfg.decoder, cfg.gpus)
-    hw = resolve_hardware(cfg.gpus, cfg.nodes, 1, cfg.precision)
+    hw = resolve_hardware(cfg.gpus, cfg.nodes, cfg.cpu_procs, cfg.precision)
     notes = []
     if "tdt" in decoder and cfg.gpus == 0:
         notes.append("TDT loss on the CPU: avasr's PyTorch implementation, tested against NeMo's reference")
@@ -187,7 +188,8 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
         best = BestWeights(ckpt_dir / "best_weights.pt", metric="val_wer")
         trainer = make_trainer(hw, max_steps=cfg.max_steps, ckpt_dir=ckpt_dir, every=cfg.val_every,
                                callbacks=[ReporterCallback(task), best, *callbacks], accumulate=cfg.accumulate,
-                               val_every=min(cfg.val_every, cfg.max_steps), log_dir=ft / "tensorboard", resuming=resume is not None)
+                               val_every=min(cfg.val_every, cfg.max_steps), log_dir=ft / "tensorboard", resuming=resume is not None,
+                               distributed_sampler=True)  # NeMo's loaders: each rank its own part of the data
         model = model_class(decoder)(cfg=OmegaConf.create(model_cfg), trainer=trainer)
         if use_cpu_tdt_loss(model) and hw.accelerator == "cpu":
             rep.log("TDT loss: avasr's PyTorch implementation (NeMo's is CUDA-only)")
@@ -220,7 +222,7 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
               "param_groups": group_summary,
               "schedule": f"{cfg.schedule} (warm-up {cfg.warmup_steps})", "seed": cfg.seed,
               "train_hours": round(total_hours(train_rows), 4), "decoder": decoder, "spec_augment": cfg.spec_augment,
-              "precision": hw.precision, "world_size": hw.world_size}
+              "precision": hw.precision, "world_size": hw.world_size, "sync_batchnorm": hw.sync_batchnorm}
     write_json_atomic(ft / "budget.json", budget)
     return FinetuneResult(
         decoder=decoder, init=bundle.source, init_kind=init_kind, encoder_history=bundle.history, budget=budget,
