@@ -25,6 +25,7 @@ def register(app: typer.Typer) -> None:
         layer_decay: Annotated[float, typer.Option(help="Layer-wise rate decay: the aligned layer gets --lr, each layer below it this factor times the one above (1 = off).")] = 1.0,
         align_layer: Annotated[int, typer.Option(help="Conformer layer whose output is aligned (0-based; negative counts from the last, -1 = the last). Later layers are not trained and are kept as they are.")] = -1,
         freeze_layers: Annotated[int, typer.Option(help="Freeze the subsampling and the first N conformer layers (0 = update all, as in the paper).")] = 0,
+        siglip_bias: Annotated[str, typer.Option(help="siglip: initial logit bias, or auto = the log prior odds of a positive pair in the global batch, -ln(batch × processes - 1) (SigLIP's -10 is that prior at ~32 k).")] = "auto",
         heldout_images: Annotated[float, typer.Option(help="Fraction of images held out for recall@k before/after.")] = 0.1,
         seed: Annotated[int, typer.Option(help="Seed for init, data order and held-out split.")] = 0,
         gpus: GpusOption = 0,
@@ -60,7 +61,13 @@ def register(app: typer.Typer) -> None:
 
             avasr -r runs/audio-only align --objective audio-only
         """
+        from avasr_cli.errors import ConfigError
         from avasr_cli.stages.align import AlignConfig, align_inputs, describe, run_align
+
+        try:
+            bias = None if siglip_bias.strip().lower() == "auto" else float(siglip_bias)
+        except ValueError:
+            raise ConfigError(f"--siglip-bias {siglip_bias!r} is neither auto nor a number", "e.g. --siglip-bias -10") from None
 
         cfg = AlignConfig(objective=objective, vision=vision, loss=loss, init=init, max_steps=max_steps,
                           batch_size=batch_size, accumulate=accumulate, lr=lr, warmup_steps=warmup_steps,
@@ -68,7 +75,7 @@ def register(app: typer.Typer) -> None:
                           freeze_layers=freeze_layers, heldout_images=heldout_images, seed=seed, gpus=gpus,
                           nodes=nodes, cpu_procs=cpu_procs, precision=precision, checkpoint_every=checkpoint_every,
                           workers=workers, resume=resume, ssl_mask_prob=ssl_mask_prob, ssl_block_size=ssl_block_size,
-                          ssl_codebook_size=ssl_codebook_size)
+                          ssl_codebook_size=ssl_codebook_size, siglip_bias=bias)
         cfg.validate()
         run_stage("align", run_dir, cfg, run_align, force=force, as_json=json_out, summary=describe,
                   inputs=align_inputs)

@@ -100,7 +100,7 @@ class AlignModule(pl.LightningModule):
                  batch_size: int = 16, lr: float = 1e-3, weight_decay: float = 1e-3, warmup_steps: int = 50,
                  max_steps: int = 1000, seed: int = 0, freeze_layers: int = 0, num_workers: int = 2,
                  ssl: dict | None = None, head_lr_ratio: float = 1.0, layer_decay: float = 1.0,
-                 align_layer: int | None = None):
+                 align_layer: int | None = None, loss_kwargs: dict | None = None):
         super().__init__()
         pre = dict(bundle.preprocessor, pad_to=16)  # frames divisible by the 8x subsampling
         self.preprocessor = EncoderBundle(pre, bundle.encoder, {}, "", []).build_preprocessor()
@@ -110,7 +110,7 @@ class AlignModule(pl.LightningModule):
         self.objective, self.loss_name = objective, loss
         if objective == "image":
             self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, vision_dim))
-            self.loss_fn = LOSSES[loss]()
+            self.loss_fn = LOSSES[loss](**(loss_kwargs or {}))  # e.g. siglip's init_bias
         else:
             self.ssl = AudioOnlyObjective(int(pre["features"]), d, int(bundle.encoder.get("subsampling_factor", 8)),
                                           **(ssl or {}))

@@ -184,3 +184,19 @@ def test_maxsim_memory_is_bounded_by_its_blocks(tmp_path):
 def test_masked_mean_ignores_padding():
     x = torch.tensor([[[1.0], [3.0], [100.0]]])
     assert masked_mean(x, torch.tensor([2])).item() == pytest.approx(2.0)
+
+
+def test_siglip_initial_bias_is_the_prior_of_the_global_batch_unless_given():
+    import math
+
+    from avasr_cli.stages.align import AlignConfig, siglip_init_bias
+
+    assert siglip_init_bias(AlignConfig(loss="siglip", batch_size=16), 1) == pytest.approx(-math.log(15))
+    assert siglip_init_bias(AlignConfig(loss="siglip", batch_size=512), 64) == pytest.approx(-math.log(32767))  # ≈ SigLIP's -10
+    assert siglip_init_bias(AlignConfig(loss="siglip", batch_size=16, siglip_bias=-10.0), 1) == -10.0
+    from avasr_cli.models.align_module import AlignModule
+    from avasr_cli.models.fastconformer import load_init
+
+    module = AlignModule(load_init("tiny", seed=0), objective="image", loss="siglip", vision_dim=8,
+                         loss_kwargs={"init_bias": -2.5})
+    assert float(module.loss_fn.logit_bias) == pytest.approx(-2.5)
