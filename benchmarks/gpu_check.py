@@ -86,9 +86,10 @@ def align_step_flops(init: str, loss: str, batch: int, seconds_audio: float, vis
     n = int(seconds_audio * 16000)
     audio, lengths = torch.randn(batch, n) * 0.1, torch.full((batch,), n)
     ids = torch.arange(batch)
-    image = torch.randn(batch, patches, vision_dim) if loss == "maxsim" else torch.randn(batch, vision_dim)
+    feats = ({"patches": torch.randn(batch, patches, vision_dim)} if loss == "maxsim"
+             else {"pooled": torch.randn(batch, vision_dim)})
     with FlopCounterMode(display=False) as counter:
-        module.compute_loss(audio, lengths, ids, image).backward()
+        module.compute_loss(audio, lengths, ids, **feats).backward()
     return float(counter.get_total_flops())
 
 
@@ -127,21 +128,38 @@ def main() -> None:
     base.record_stage("prepare", pcfg, {})
     print(f"prepare: {time.time() - t0:.0f} s")
 
-    _reset_memory()
-    t0 = time.time()
-    ecfg = EmbedConfig(vision="efficientnet-lite0", device=args.device, workers=2)
-    emb = run_embed_images(base, ecfg)
-    base.record_stage("embed-images", ecfg, emb)
-    secs = time.time() - t0
-    report["embed"] = {"seconds": round(secs, 1), "images": emb.embedded, "peak_gib": _peak_gib(),
-                       "store_dtype": emb.dtype}
-    print(f"embed-images (efficientnet-lite0 on {emb.device}, {emb.dtype} store): {secs:.1f} s for {emb.embedded} "
-          f"images ({emb.embedded / secs:.0f}/s, model load included), peak {report['embed']['peak_gib']} GiB")
+    def guarded(label, fn):
+        """Run one check; a failure is printed and recorded, and the remaining checks still run."""
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - a readiness report lists every failure
+            import traceback
+
+            traceback.print_exc()
+            report[label] = {"failed": f"{type(exc).__name__}: {exc}"}
+            print(f"{label}: FAILED ({type(exc).__name__}: {exc})")
 
     import shutil
 
     clip_seconds = 4.0  # the built-in clips are a few seconds long; the FLOP count uses this length
-    for loss in [s for s in args.losses.split(",") if s]:
+    state: dict = {}
+
+    def embed():
+        _reset_memory()
+        t0 = time.time()
+        ecfg = EmbedConfig(vision="efficientnet-lite0", device=args.device, workers=2)
+        emb = run_embed_images(base, ecfg)
+        base.record_stage("embed-images", ecfg, emb)
+        secs = time.time() - t0
+        state["emb"] = emb
+        report["embed"] = {"seconds": round(secs, 1), "images": emb.embedded, "peak_gib": _peak_gib(),
+                           "store_dtype": emb.dtype}
+        print(f"embed-images (efficientnet-lite0 on {emb.device}, {emb.dtype} store): {secs:.1f} s for "
+              f"{emb.embedded} images ({emb.embedded / secs:.0f}/s, model load included), "
+              f"peak {report['embed']['peak_gib']} GiB")
+
+    def align(loss):
+        emb = state["emb"]
         run = RunDir(tmp / f"align-{loss}")
         shutil.copytree(base.root, run.root)
         meter = StepMeter()
@@ -150,27 +168,34 @@ def main() -> None:
                           gpus=1 if gpu else 0, precision="bf16-mixed" if gpu else "32-true", workers=4,
                           checkpoint_every=10 ** 6)
         res = run_align(run, cfg, callbacks=[meter])
-        step = meter.step_seconds
-        flops = align_step_flops(args.init, loss, args.batch_size, clip_seconds, 1280, 49)
+        step, peak_mem = meter.step_seconds, _peak_gib()
+        flops = align_step_flops(args.init, loss, args.batch_size, clip_seconds, emb.dim, emb.num_patches)
         frac = flops / step / (peak * 1e12) if (step and peak) else None
-        report[f"align-{loss}"] = {"step_seconds": step, "peak_gib": _peak_gib(), "flops_per_step": flops,
+        report[f"align-{loss}"] = {"step_seconds": step, "peak_gib": peak_mem, "flops_per_step": flops,
                                    "fraction_of_bf16_peak": frac, "final_loss": res.final_loss}
-        print(f"align {loss}: {step:.3f} s/step, peak {_peak_gib()} GiB, {flops / 1e12:.2f} TFLOP/step "
+        print(f"align {loss}: {step:.3f} s/step, peak {peak_mem} GiB, {flops / 1e12:.3f} TFLOP/step "
               f"({clip_seconds:.0f} s clips), {'%.1f%%' % (100 * frac) if frac else '?'} of bf16 peak, "
               f"loss {res.final_loss:.3f}")
 
-    run = RunDir(tmp / "finetune")
-    shutil.copytree(base.root, run.root)
-    meter = StepMeter()
-    _reset_memory()
-    fcfg = FinetuneConfig(decoder="hybrid-tdt-ctc" if gpu else "ctc", init=args.init, max_steps=args.steps,
-                          batch_size=args.batch_size, val_every=args.steps, gpus=1 if gpu else 0,
-                          precision="bf16-mixed" if gpu else "32-true", workers=4)
-    res = run_finetune(run, fcfg, callbacks=[meter])
-    report["finetune"] = {"decoder": fcfg.decoder, "step_seconds": meter.step_seconds, "peak_gib": _peak_gib(),
-                          "best_dev_wer": res.best_dev_wer, "notes": res.notes}
-    print(f"finetune {fcfg.decoder}: {meter.step_seconds:.3f} s/step, peak {_peak_gib()} GiB"
-          + (f"; notes: {'; '.join(res.notes)}" if res.notes else ""))
+    def finetune():
+        run = RunDir(tmp / "finetune")
+        shutil.copytree(base.root, run.root)
+        meter = StepMeter()
+        _reset_memory()
+        fcfg = FinetuneConfig(decoder="hybrid-tdt-ctc" if gpu else "ctc", init=args.init, max_steps=args.steps,
+                              batch_size=args.batch_size, val_every=args.steps, gpus=1 if gpu else 0,
+                              precision="bf16-mixed" if gpu else "32-true", workers=4)
+        res = run_finetune(run, fcfg, callbacks=[meter])
+        report["finetune"] = {"decoder": fcfg.decoder, "step_seconds": meter.step_seconds, "peak_gib": _peak_gib(),
+                              "best_dev_wer": res.best_dev_wer, "notes": res.notes}
+        print(f"finetune {fcfg.decoder}: {meter.step_seconds:.3f} s/step, peak {_peak_gib()} GiB"
+              + (f"; notes: {'; '.join(res.notes)}" if res.notes else ""))
+
+    guarded("embed", embed)
+    for loss in [x for x in args.losses.split(",") if x]:
+        if "emb" in state:
+            guarded(f"align-{loss}", lambda loss=loss: align(loss))
+    guarded("finetune", finetune)
     print(json.dumps(report, indent=1, default=str))
 
 

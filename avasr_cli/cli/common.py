@@ -53,6 +53,24 @@ def reporter():
     return RichReporter(err)
 
 
+def _recorded_options(name: str, cfg, previous: dict) -> dict:
+    """The options a finished stage was run with, as they would read today: options added since it ran
+    take the value they had then, which is their default except siglip's bias (-10 before
+    ``--siglip-bias``)."""
+    import dataclasses
+
+    recorded = previous.get("config") or {}
+    if name == "align":
+        from avasr_cli.stages.align import upgrade_align_record
+
+        recorded = upgrade_align_record(recorded)
+    try:
+        defaults = json.loads(json.dumps(dataclasses.asdict(type(cfg)()), default=str))
+    except TypeError:  # a config without defaults for every field
+        return recorded
+    return {**{k: v for k, v in defaults.items() if k not in recorded}, **recorded}
+
+
 def run_stage(
     name: str,
     run_dir: Optional[Path],
@@ -80,11 +98,12 @@ def run_stage(
     with run.lock(command):
         previous = run.stage(name)
         cfg_dict = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))  # as run.json stores it
+        same = previous is not None and not force and _recorded_options(name, cfg, previous) == cfg_dict
         changed = []
-        if previous is not None and not force and previous.get("config") == cfg_dict and inputs is not None:
+        if same and inputs is not None:
             now, then = inputs(run, cfg), (previous.get("result") or {}).get("inputs") or {}
             changed = [k for k in sorted(set(now) | set(then)) if now.get(k) != then.get(k)]
-        if previous is not None and not force and previous.get("config") == cfg_dict and not changed:
+        if same and not changed:
             err.print(f"[green]✓[/green] {name} already finished in {run.root} (use --force to redo it)")
             result = previous["result"]
         else:

@@ -85,6 +85,11 @@ class AlignConfig:
             problems.append("--lr must be positive")
         problems += group_problems(self.head_lr_ratio, self.layer_decay)
         problems += ssl_problems(self)
+        if self.siglip_bias is not None:
+            if not math.isfinite(self.siglip_bias):
+                problems.append("--siglip-bias must be a finite number or auto")
+            elif self.objective != "image" or self.loss != "siglip":
+                problems.append("--siglip-bias applies only to --loss siglip (leave it at auto)")
         raise_problems(problems, "see `avasr align --help`")
 
 
@@ -99,6 +104,13 @@ def siglip_init_bias(cfg: AlignConfig, world_size: int) -> float:
     if cfg.siglip_bias is not None:
         return float(cfg.siglip_bias)
     return -math.log(max(2, cfg.batch_size * world_size) - 1)
+
+
+def upgrade_align_record(config: dict) -> dict:
+    """An align config recorded before ``siglip_bias`` existed: siglip runs then started at -10."""
+    if "siglip_bias" not in config and config.get("loss") == "siglip" and config.get("objective", "image") == "image":
+        return {**config, "siglip_bias": -10.0}
+    return config
 
 
 @dataclass

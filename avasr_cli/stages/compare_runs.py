@@ -24,7 +24,10 @@ DASH = "—"
 # continued-pretraining settings that must match for runs to share a row (seeds and hashes aside)
 ALIGN_SETTING_KEYS = ("max_steps", "effective_batch", "samples_per_update", "lr", "weight_decay", "warmup_steps",
                       "schedule", "init", "freeze_layers", "ssl", "head_lr", "layer_decay", "align_layer",
-                      "train_pairs", "precision")
+                      "train_pairs", "precision", "siglip_init_bias")
+
+# SigLIP's own initial bias, which every siglip run used before --siglip-bias (and did not record)
+LEGACY_SIGLIP_BIAS = -10.0
 
 # what must be equal for runs to share a row: everything shown except seeds and hashes
 GROUP_KEYS = ("arm", "objective", "vision", "loss", *(f"align_{k}" for k in ALIGN_SETTING_KEYS), "init_setting",
@@ -100,6 +103,9 @@ def align_budget(ares: dict, acfg: dict, root: Path) -> dict:
                   "init": first(ares.get("init"), acfg.get("init")), "init_sha256": None, "manifest_sha256": None,
                   "freeze_layers": acfg.get("freeze_layers"), "seed": acfg.get("seed"), "ssl": None}
     budget["init"] = same_setting(budget.get("init"), root)
+    loss = first(budget.get("loss"), ares.get("loss"), acfg.get("loss"))
+    if budget.get("objective", acfg.get("objective")) == "image" and loss == "siglip" and "siglip_init_bias" not in budget:
+        budget["siglip_init_bias"] = LEGACY_SIGLIP_BIAS  # recorded since --siglip-bias; -10 before
     return budget
 
 

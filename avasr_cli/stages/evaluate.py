@@ -35,6 +35,8 @@ class EvaluateConfig:
         problems += at_least_one(self, ("batch_size", "nodes", "cpu_procs"))
         if self.gpus < 0:
             problems.append("--gpus must be 0 or more")
+        if self.gpus > 0 and self.device == "cpu":
+            problems.append("--device cpu contradicts --gpus; drop one")
         if self.device not in ("auto", "cpu", "cuda"):
             problems.append(f"--device {self.device!r} is not one of auto, cpu, cuda")
         if self.decoder not in ("default", "ctc"):
@@ -90,6 +92,12 @@ def _launch(cfg: EvaluateConfig):
     Lightning Fabric DDP launch, the same launcher as align's and finetune's Trainer. Returns the Fabric,
     or ``None`` for one process."""
     if cfg.world_size == 1:
+        from avasr_cli.run import is_secondary_rank
+
+        if is_secondary_rank():  # torchrun/SLURM started several processes, the options say one
+            raise ConfigError("this process is one of several (RANK/LOCAL_RANK/NODE_RANK/SLURM_PROCID set) but "
+                              "--gpus/--cpu-procs/--nodes describe one process",
+                              "pass --gpus N --nodes M matching the launch, or run evaluate without torchrun/srun")
         return None
     from lightning.fabric import Fabric
 
@@ -109,13 +117,21 @@ def _transcribe_shared(fabric, model, paths: list[str], cfg: EvaluateConfig, tas
     import torch.distributed as dist
 
     rank, world = fabric.global_rank, fabric.world_size
-    mine = transcribe(model, paths[rank::world], cfg.batch_size, cfg.decoder, task if rank == 0 else None)
+    part = paths[rank::world]  # empty on ranks past the split's length (NeMo refuses an empty list)
+    mine = transcribe(model, part, cfg.batch_size, cfg.decoder, task if rank == 0 else None) if part else []
     parts: list = [None] * world
     dist.all_gather_object(parts, mine)
-    hyps: list[str] = [""] * len(paths)
+    return interleave(parts, len(paths))
+
+
+def interleave(parts: list[list], n: int) -> list:
+    """Undo the round-robin split: ``parts[r]`` holds items ``r, r + W, …`` of ``n``."""
+    out: list = [None] * n
     for r, part in enumerate(parts):
-        hyps[r::world] = part
-    return hyps
+        if len(part) != len(range(r, n, len(parts))):
+            raise RuntimeError(f"rank {r} returned {len(part)} hypotheses for {len(range(r, n, len(parts)))} utterances")
+        out[r::len(parts)] = part
+    return out
 
 
 def run_evaluate(run: RunDir, cfg: EvaluateConfig, rep: Reporter | None = None) -> EvaluateResult:

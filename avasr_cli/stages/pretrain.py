@@ -208,7 +208,8 @@ def _pretrain(cfg: PretrainConfig, out: Path, rep: Reporter, force: bool) -> dic
               "final_loss": float(final_loss) if final_loss is not None else None,
               "chance_loss": round(float(torch.log(torch.tensor(float(cfg.ssl_codebook_size)))), 3),
               "init": cfg.init, "init_sha256": init_sha, "encoder_sha256": bundle.weights_sha256(),
-              "seconds": round(time.time() - start, 1), "world_size": hw.world_size}
+              "seconds": round(time.time() - start, 1), "world_size": hw.world_size,
+              "sync_batchnorm": hw.sync_batchnorm}
     write_json_atomic(out / "pretrain.json", record)  # last: the marker of a finished pretraining
     return dict(record, reused=False)
 

@@ -100,3 +100,25 @@ def test_hypotheses_equal_stock_nemo_transcribe(finetuned):
         assert [o.text if hasattr(o, "text") else o for o in out] == [r["hyp"] for r in rows]
         report = json.loads((finetuned.reports / f"wer-{split}.json").read_text())
         assert report["num_utterances"] == len(rows)
+
+
+@pytest.mark.parametrize("n,world", [(1, 2), (5, 2), (7, 3), (2, 5), (0, 4), (20, 7)])
+def test_round_robin_parts_come_back_in_manifest_order(n, world):
+    from avasr_cli.stages.evaluate import interleave
+
+    items = [f"utt{i}" for i in range(n)]
+    parts = [items[r::world] for r in range(world)]  # what each rank transcribes (empty past the end)
+    assert interleave(parts, n) == items
+    with pytest.raises(RuntimeError):
+        interleave([items[0::world][:-1] or ["x", "y"], *parts[1:]], n)
+
+
+def test_evaluate_options_that_contradict_each_other(monkeypatch):
+    from avasr_cli.errors import ConfigError
+    from avasr_cli.stages.evaluate import EvaluateConfig, _launch
+
+    with pytest.raises(ConfigError, match="--device cpu contradicts --gpus"):
+        EvaluateConfig(gpus=2, device="cpu").validate()
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a second process of torchrun, while the options say one
+    with pytest.raises(ConfigError, match="one of several"):
+        _launch(EvaluateConfig())

@@ -200,3 +200,27 @@ def test_siglip_initial_bias_is_the_prior_of_the_global_batch_unless_given():
     module = AlignModule(load_init("tiny", seed=0), objective="image", loss="siglip", vision_dim=8,
                          loss_kwargs={"init_bias": -2.5})
     assert float(module.loss_fn.logit_bias) == pytest.approx(-2.5)
+
+
+def test_siglip_bias_option_is_checked_and_older_records_read_as_minus_ten():
+    from avasr_cli.cli.common import _recorded_options
+    from avasr_cli.errors import ConfigError
+    from avasr_cli.stages.align import AlignConfig
+    from avasr_cli.stages.compare_runs import align_budget
+
+    for bad in (AlignConfig(loss="siglip", siglip_bias=float("nan")), AlignConfig(loss="clip", siglip_bias=-3.0),
+                AlignConfig(objective="audio-only", siglip_bias=-3.0)):
+        with pytest.raises(ConfigError, match="--siglip-bias"):
+            bad.validate()
+    AlignConfig(loss="siglip", siglip_bias=-10.0).validate()
+    # a run.json written before the option: siglip then meant -10, so today's auto default is another option
+    old_siglip = {k: v for k, v in __import__("dataclasses").asdict(AlignConfig(loss="siglip")).items()
+                  if k != "siglip_bias"}
+    assert _recorded_options("align", AlignConfig(loss="siglip"), {"config": old_siglip})["siglip_bias"] == -10.0
+    old_clip = {k: v for k, v in __import__("dataclasses").asdict(AlignConfig()).items() if k != "siglip_bias"}
+    assert _recorded_options("align", AlignConfig(), {"config": old_clip}) == __import__("dataclasses").asdict(AlignConfig())
+    # and compare reads such a run's budget with that bias, so it never shares a row with an auto-bias run
+    budget = align_budget({"budget": {"objective": "image", "loss": "siglip", "init": "tiny"}}, {}, Path("/x"))
+    assert budget["siglip_init_bias"] == -10.0
+    assert "siglip_init_bias" not in align_budget({"budget": {"objective": "image", "loss": "clip", "init": "tiny"}},
+                                                  {}, Path("/x"))
