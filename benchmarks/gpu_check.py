@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import lightning.pytorch as pl
+
 # bf16 dense tensor-core peaks (TFLOPS) from the vendors' data sheets; substring of the device name
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 NVL": 835.0, "H100 PCIe": 756.0, "H100": 756.0,
                     "A100": 312.0, "L40S": 362.0, "A10G": 70.0, "L4": 121.0}
@@ -35,29 +37,23 @@ def peak_tflops(name: str) -> float | None:
     return None
 
 
-class StepMeter:
-    """A Lightning callback: wall time of every training step and the peak GPU memory."""
+class StepMeter(pl.Callback):
+    """Wall time of every training step (synchronised with the GPU), for steady-state seconds per step."""
 
-    def __new__(cls, *args, **kwargs):
-        import lightning.pytorch as pl
+    def __init__(self, skip: int = 3):
+        self.skip, self.times = skip, []
 
-        class _Meter(pl.Callback):
-            def __init__(self, skip: int = 3):
-                self.skip, self.times = skip, []
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        import torch
 
-            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-                import torch
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.times.append(time.perf_counter())
 
-                if torch.cuda.is_available():
-                    torch.cuda.synchronize()
-                self.times.append(time.perf_counter())
-
-            @property
-            def step_seconds(self):
-                t = self.times[self.skip:]
-                return (t[-1] - t[0]) / (len(t) - 1) if len(t) > 1 else None
-
-        return _Meter(*args, **kwargs)
+    @property
+    def step_seconds(self):
+        t = self.times[self.skip:]
+        return (t[-1] - t[0]) / (len(t) - 1) if len(t) > 1 else None
 
 
 def _reset_memory():

@@ -55,15 +55,14 @@ def reporter():
 
 def _recorded_options(name: str, cfg, previous: dict) -> dict:
     """The options a finished stage was run with, as they would read today: options added since it ran
-    take the value they had then, which is their default except siglip's bias (-10 before
-    ``--siglip-bias``)."""
+    take the value they had then: their default, unless the config's ``upgrade_record`` says otherwise
+    (align: siglip's bias was -10 before ``--siglip-bias``)."""
     import dataclasses
 
     recorded = previous.get("config") or {}
-    if name == "align":
-        from avasr_cli.stages.align import upgrade_align_record
-
-        recorded = upgrade_align_record(recorded)
+    upgrade = getattr(type(cfg), "upgrade_record", None)  # a config's own reading of its older records
+    if upgrade is not None:
+        recorded = upgrade(recorded)
     try:
         defaults = json.loads(json.dumps(dataclasses.asdict(type(cfg)()), default=str))
     except TypeError:  # a config without defaults for every field

@@ -70,6 +70,13 @@ class AlignConfig:
     def ssl_settings(self) -> dict:
         return ssl_settings(self)
 
+    @staticmethod
+    def upgrade_record(config: dict) -> dict:
+        """An align config recorded before ``siglip_bias`` existed: siglip runs then started at -10."""
+        if "siglip_bias" not in config and config.get("loss") == "siglip" and config.get("objective", "image") == "image":
+            return {**config, "siglip_bias": -10.0}
+        return config
+
     def validate(self) -> None:
         problems = []
         if self.objective not in OBJECTIVES:
@@ -104,13 +111,6 @@ def siglip_init_bias(cfg: AlignConfig, world_size: int) -> float:
     if cfg.siglip_bias is not None:
         return float(cfg.siglip_bias)
     return -math.log(max(2, cfg.batch_size * world_size) - 1)
-
-
-def upgrade_align_record(config: dict) -> dict:
-    """An align config recorded before ``siglip_bias`` existed: siglip runs then started at -10."""
-    if "siglip_bias" not in config and config.get("loss") == "siglip" and config.get("objective", "image") == "image":
-        return {**config, "siglip_bias": -10.0}
-    return config
 
 
 @dataclass
