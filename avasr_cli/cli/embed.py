@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from avasr_cli.cli.common import ForceOption, JsonOption, RunDirOption, out, run_stage
+from avasr_cli.cli.common import ForceOption, GpusOption, JsonOption, NodesOption, RunDirOption, out, run_stage
 
 
 def _yes_no(value: object, yes: str, no: str) -> str:
@@ -55,6 +55,11 @@ def embed_images(
     patch_pool: Annotated[int, typer.Option(help="Average-pool patch tokens to a K×K grid before storing (0 = keep all).")] = 0,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow a hub model's own Python code to run.")] = False,
     workers: Annotated[int, typer.Option(help="Image decoding worker processes (0 = decode in the main process).")] = 2,
+    verify: Annotated[bool, typer.Option("--verify", help="Check every store shard against its checksums first (reads the whole store); damaged shards are removed and their images embedded again. Without it, sizes and headers are checked.")] = False,
+    shard_images: Annotated[int, typer.Option(help="Images per committed store shard (what a killed run keeps).")] = 1024,
+    gpus: GpusOption = 0,
+    nodes: NodesOption = 1,
+    cpu_procs: Annotated[int, typer.Option(help="With --gpus 0: CPU processes, each embedding its own part (mostly for testing).")] = 1,
     list_: Annotated[bool, typer.Option("--list", help="Print the encoder registry (what each is, pretrained, offline) and exit; with --json as JSON.")] = False,
     force: ForceOption = False,
     as_json: JsonOption = False,
@@ -70,6 +75,8 @@ def embed_images(
 
         avasr embed-images --vision /models/my-siglip --batch-size 64
 
+        avasr embed-images --vision siglip2 --gpus 8   # each GPU embeds an eighth, into the one store
+
         avasr embed-images --list
     """
     if list_:
@@ -78,7 +85,8 @@ def embed_images(
     from avasr_cli.stages.embed_images import EmbedConfig, run_embed_images
 
     cfg = EmbedConfig(vision=vision, revision=revision, batch_size=batch_size, device=device, patch_pool=patch_pool,
-                      trust_remote_code=trust_remote_code, workers=workers)
+                      trust_remote_code=trust_remote_code, workers=workers, verify=verify, shard_images=shard_images,
+                      gpus=gpus, nodes=nodes, cpu_procs=cpu_procs)
     cfg.validate()
     run_stage("embed-images", run_dir, cfg, run_embed_images, force=force, as_json=as_json, summary=_summary)
 

@@ -296,6 +296,27 @@ class PruneCheckpoints(pl.Callback):
             old.unlink(missing_ok=True)
 
 
+def launch_processes(gpus: int, nodes: int, cpu_procs: int, command: str):
+    """Several processes for a stage that does not train (``embed-images``, ``evaluate``): a Lightning
+    Fabric DDP launch, the same launcher as the Trainer's (``--gpus N``, ``--cpu-procs N``, ``--nodes M``,
+    or under torchrun/SLURM). Returns the launched Fabric, or ``None`` for one process."""
+    world = max(gpus, cpu_procs if gpus == 0 else 1) * nodes
+    if world == 1:
+        from avasr_cli.run import is_secondary_rank
+
+        if is_secondary_rank():  # torchrun/SLURM started several processes, the options say one
+            raise ConfigError("this process is one of several (RANK/LOCAL_RANK/NODE_RANK/SLURM_PROCID set) but "
+                              "--gpus/--cpu-procs/--nodes describe one process",
+                              f"pass --gpus N --nodes M matching the launch, or run {command} without torchrun/srun")
+        return None
+    from lightning.fabric import Fabric
+
+    hw = resolve_hardware(gpus, nodes, cpu_procs)
+    fabric = Fabric(accelerator=hw.accelerator, devices=hw.devices, num_nodes=hw.num_nodes, strategy="ddp")
+    fabric.launch()
+    return fabric
+
+
 def teardown_distributed() -> None:
     """After a DDP fit, rank-0-only inference hangs on a collective unless the group is destroyed."""
     import torch.distributed as dist

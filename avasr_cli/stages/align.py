@@ -204,12 +204,25 @@ def load_features(run: RunDir, cfg: AlignConfig, rows: list[dict]) -> tuple[dict
     keys = sorted({r["image_sha256"] for r in rows})
     missing = store.missing(keys)
     if missing:
-        raise InputError(f"{len(missing)} image(s) of the alignment set have no features in {info['store']}",
-                         "rerun `avasr embed-images` (it embeds only what is missing)")
+        raise InputError(f"{len(missing)} image(s) of the alignment set have no features in {info['store']}"
+                         + _lost_shards(store, info), "rerun `avasr embed-images`: it re-embeds only what is missing "
+                         "(and removes damaged shards first)")
     if store.dim != int(info.get("dim", store.dim)):
         raise InputError(f"{path} says features have dimension {info.get('dim')}, but the store {info['store']} "
                          f"holds dimension {store.dim}", "rerun `avasr embed-images --force` to rewrite features.json")
     return {k: i for i, k in enumerate(keys)}, info
+
+
+def _lost_shards(store, info: dict) -> str:
+    """``: shard-00003 is damaged (…)`` / ``: shard-00007 (1024 of them) is gone``, from the store's own
+    checks and the shards that ``features.json`` says held this run's images."""
+    from pathlib import Path
+
+    named = [f"{Path(shard).name} is damaged ({why})" for shard, why in sorted(store.damaged.items())]
+    for name, count in (info.get("shards") or {}).items():
+        if not (Path(store.path) / name).is_dir():
+            named.append(f"{name} ({count} of them) is gone")
+    return (": " + "; ".join(named[:3]) + (f"; {len(named) - 3} more" if len(named) > 3 else "")) if named else ""
 
 
 def align_inputs(run: RunDir, cfg: AlignConfig) -> dict:

@@ -32,6 +32,15 @@ class EmbedConfig:
     patch_pool: int = 0
     trust_remote_code: bool = False
     workers: int = 2
+    verify: bool = False  # check every store shard's checksums (reads the whole store) before embedding
+    shard_images: int = SHARD_IMAGES  # images per committed shard: what a killed run keeps
+    gpus: int = 0  # > 1: one process per GPU (DDP launch), each embedding its own part of the images
+    nodes: int = 1
+    cpu_procs: int = 1  # with gpus 0: CPU processes, mostly for testing
+
+    @property
+    def world_size(self) -> int:
+        return max(self.gpus, self.cpu_procs if self.gpus == 0 else 1) * self.nodes
 
     def validate(self) -> None:
         from avasr_cli.vision.registry import REGISTRY, is_known
@@ -50,6 +59,12 @@ class EmbedConfig:
             problems.append(f"--workers must be 0 or more (got {self.workers})")
         if self.revision is not None and not str(self.revision).strip():
             problems.append("--revision must not be empty")
+        if self.shard_images < 1:
+            problems.append(f"--shard-images must be at least 1 (got {self.shard_images})")
+        if self.gpus < 0 or self.nodes < 1 or self.cpu_procs < 1:
+            problems.append("--gpus must be 0 or more, --nodes and --cpu-procs at least 1")
+        if self.gpus > 0 and self.device not in ("auto", "cuda"):
+            problems.append(f"--device {self.device} contradicts --gpus {self.gpus}: each process uses its own GPU; drop --device")
         raise_problems(problems, "see `avasr embed-images --help` (and --list for the encoders)")
 
 
@@ -82,6 +97,8 @@ class EmbedResult:
     skipped: int  # unreadable or corrupt images (not embedded)
     skipped_images: list[dict]  # {"path", "sha256", "reason"}
     rows_without_image: int
+    shards: dict  # store shard → how many of this run's images it holds (align names a lost one)
+    processes: int  # how many processes embedded (world size)
     seconds: float
     images_per_s: float
 
@@ -172,6 +189,11 @@ class _Collate:
 
 # --------------------------------------------------------------------------------------------- stage
 def run_embed_images(run: RunDir, cfg: EmbedConfig, rep: Reporter | None = None) -> EmbedResult:
+    """Embed the run's missing images. With several processes (``--gpus N``/``--cpu-procs N``/``--nodes M``
+    or torchrun/SLURM) rank ``r`` of ``W`` embeds missing images ``r, r + W, …`` (in manifest order) and
+    commits its own shards into the one store; rank 0 alone tidies the store first and writes
+    ``features.json`` once every rank is done."""
+    from avasr_cli.models.trainer import launch_processes
     from avasr_cli.vision.encoder import inspect_vision_model, load_inspected
     from avasr_cli.vision.store import FeatureStore, store_key, store_path
 
@@ -186,6 +208,9 @@ def run_embed_images(run: RunDir, cfg: EmbedConfig, rep: Reporter | None = None)
         raise InputError(f"no manifest row in {run.data} names an image",
                          "manifests need image_filepath (or image_path, image, referenceImage) on their rows")
     info, config = inspect_vision_model(vision, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    fabric = launch_processes(cfg.gpus, cfg.nodes, cfg.cpu_procs, "embed-images")
+    rank, world = (fabric.global_rank, fabric.world_size) if fabric is not None else (0, 1)
+    barrier = fabric.barrier if fabric is not None else (lambda: None)
     if info.untrained:
         rep.warn(f"{info.label}: features from an UNTRAINED model carry no visual meaning")
     else:
@@ -193,11 +218,20 @@ def run_embed_images(run: RunDir, cfg: EmbedConfig, rep: Reporter | None = None)
     key = {"model_id": info.model_id, "revision": info.revision, "layer": info.layer, "pooling": info.pooling,
            "patch_pool": cfg.patch_pool}
     path = store_path(key)
+    if rank == 0 and (path / "store.json").is_file():  # one process tidies, the others wait for it
+        store = FeatureStore.open(path)
+        if cfg.verify:
+            rep.log(f"verifying the checksums of {path}")
+            store.verify()
+        for shard in store.remove_damaged():  # their images are missing now, and embedded again below
+            rep.warn(f"removed damaged feature shard {shard}: its images are embedded again")
+    barrier()
     store = FeatureStore.open(path) if (path / "store.json").is_file() else None
     todo = store.missing(images) if store is not None else list(images)
-    device, embedded, seconds = cfg.device, 0, 0.0
+    device, embedded, seconds, found_bad = cfg.device, 0, 0.0, []
     if todo:
-        enc = load_inspected(info, config, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
+        enc = load_inspected(info, config, device=str(fabric.device) if fabric is not None else cfg.device,
+                             trust_remote_code=cfg.trust_remote_code)
         device = str(enc.device)
         grid = list(enc.grid)
         if cfg.patch_pool > min(grid):
@@ -207,11 +241,31 @@ def run_embed_images(run: RunDir, cfg: EmbedConfig, rep: Reporter | None = None)
             grid = [cfg.patch_pool, cfg.patch_pool]
         meta = {**key, **_describe(info), "arch": info.arch, "dim": enc.dim, "num_patches": grid[0] * grid[1],
                 "grid": grid}
-        store = FeatureStore.open_or_create(None, meta)
+        if rank == 0:
+            store = FeatureStore.open_or_create(None, meta)
+        barrier()
+        store = FeatureStore.open_or_create(None, meta) if rank else store
         todo = store.missing(images)
-        rep.log(f"{len(images) - len(todo)} of {len(images)} images cached; embedding {len(todo)} with {info.label} on {device}")
-        embedded, seconds = _embed(enc, store, [(s, images[s]) for s in todo], cfg, rep, skipped)
-    else:
+        mine = todo[rank::world]
+        where = f" (rank 0 of {world}: {len(mine)} of them)" if world > 1 else ""
+        rep.log(f"{len(images) - len(todo)} of {len(images)} images cached; embedding {len(todo)} with {info.label} "
+                f"on {device}{where}")
+        embedded, seconds = _embed(enc, store, [(s, images[s]) for s in mine], cfg, rep, found_bad)
+    if fabric is not None:  # every rank's count, time and undecodable images, for rank 0's record
+        import torch.distributed as dist
+
+        from avasr_cli.models.trainer import teardown_distributed
+
+        parts: list = [None] * world
+        dist.all_gather_object(parts, (embedded, seconds, found_bad))
+        teardown_distributed()
+        if rank:
+            raise SystemExit(0)
+        embedded, seconds = sum(p[0] for p in parts), max(p[1] for p in parts)
+        found_bad = [b for p in parts for b in p[2]]
+    skipped += found_bad
+    store.refresh()  # the other ranks' shards
+    if not todo:
         rep.log(f"all {len(images)} images cached in {path}")
     for item in skipped:
         rep.warn(f"skipped image {item['path']}: {item['reason']}")
@@ -226,7 +280,7 @@ def run_embed_images(run: RunDir, cfg: EmbedConfig, rep: Reporter | None = None)
         grid=list(store.meta.get("grid") or []), layer=info.layer, pooling=info.pooling, patch_pool=cfg.patch_pool,
         dtype="float16", device=device, images=len(images), embedded=embedded,
         cached=len(images) - embedded - len(skipped_shas & set(images)), skipped=len(skipped), skipped_images=skipped,
-        rows_without_image=no_image, seconds=round(seconds, 3),
+        rows_without_image=no_image, shards=store.shards_of(images), processes=world, seconds=round(seconds, 3),
         images_per_s=round(embedded / seconds, 2) if seconds > 0 else 0.0,
     )
     write_json_atomic(run.root / "features.json", dataclasses.asdict(result))
@@ -279,7 +333,7 @@ def _embed(enc, store, items, cfg: EmbedConfig, rep: Reporter, skipped: list) ->
                 now = time.perf_counter()
                 task.update(img_s=f"{done / max(now - t0, 1e-9):.1f}")
                 n_pending, n_bytes = sum(len(p[0]) for p in pending), sum(p[2].nbytes for p in pending)
-                if n_pending >= SHARD_IMAGES or n_bytes >= SHARD_BYTES or now - last >= SHARD_SECONDS:
+                if n_pending >= cfg.shard_images or n_bytes >= SHARD_BYTES or now - last >= SHARD_SECONDS:
                     flush()
                     last = now
         finally:

@@ -88,25 +88,10 @@ def transcribe(model, paths: list[str], batch_size: int, decoder: str = "default
 
 
 def _launch(cfg: EvaluateConfig):
-    """Several processes (``--gpus N``, ``--cpu-procs N``, ``--nodes M``, or under torchrun/SLURM): a
-    Lightning Fabric DDP launch, the same launcher as align's and finetune's Trainer. Returns the Fabric,
-    or ``None`` for one process."""
-    if cfg.world_size == 1:
-        from avasr_cli.run import is_secondary_rank
+    """One process, or a Fabric launch of ``cfg.world_size`` (see :func:`~avasr_cli.models.trainer.launch_processes`)."""
+    from avasr_cli.models.trainer import launch_processes
 
-        if is_secondary_rank():  # torchrun/SLURM started several processes, the options say one
-            raise ConfigError("this process is one of several (RANK/LOCAL_RANK/NODE_RANK/SLURM_PROCID set) but "
-                              "--gpus/--cpu-procs/--nodes describe one process",
-                              "pass --gpus N --nodes M matching the launch, or run evaluate without torchrun/srun")
-        return None
-    from lightning.fabric import Fabric
-
-    from avasr_cli.models.trainer import resolve_hardware
-
-    hw = resolve_hardware(cfg.gpus, cfg.nodes, cfg.cpu_procs)
-    fabric = Fabric(accelerator=hw.accelerator, devices=hw.devices, num_nodes=hw.num_nodes, strategy="ddp")
-    fabric.launch()
-    return fabric
+    return launch_processes(cfg.gpus, cfg.nodes, cfg.cpu_procs, "evaluate")
 
 
 def _transcribe_shared(fabric, model, paths: list[str], cfg: EvaluateConfig, task) -> list[str]:

@@ -8,10 +8,18 @@ One store per (model id, revision, layer, pooling, patch_pool), shared by every 
             pooled.npy          [n, D] float16
             patches.npy         [n, P, D] float16
             keys.json           the n image sha256s, in row order
+            index.json          rows, and each file's size in bytes and sha256
         shard-00001/ ...
 
 A killed run leaves at most a ``.tmp-shard-*`` directory, removed on the next open; finished shards stay,
-so a rerun embeds only the missing images. Readers (``align``) open a store with :meth:`FeatureStore.open`
+so a rerun embeds only the missing images. Several processes (``embed-images --gpus N``) may write one
+store at once: each commits its own shards, and a rename that finds the number taken tries the next.
+
+Damage is found when a store is opened, never in the middle of training: a shard whose files are missing,
+whose ``.npy`` headers do not match the file sizes, whose row counts disagree, or (with
+:meth:`FeatureStore.verify`) whose checksums differ from its ``index.json`` is *damaged*: it is not
+indexed (its images count as missing), :attr:`FeatureStore.damaged` names it and why, and
+``avasr embed-images`` removes it and re-embeds just its images. Readers (``align``) open a store with :meth:`FeatureStore.open`
 and call :meth:`FeatureStore.lookup`. numpy only: no torch here.
 """
 
@@ -21,6 +29,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -28,13 +37,60 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from avasr_cli.errors import InputError
-import socket
-
-from avasr_cli.run import _pid_alive, avasr_home, write_json_atomic
+from avasr_cli.run import _pid_alive, avasr_home, sha256_file, write_json_atomic
 
 STORE_FORMAT = 1
 KEY_FIELDS = ("model_id", "revision", "layer", "pooling", "patch_pool")
 FP16_MAX = float(np.finfo(np.float16).max)
+SHARD_FILES = ("pooled.npy", "patches.npy", "keys.json")
+
+
+def _npy_problem(path: Path, rows: int | None) -> tuple[str | None, int | None]:
+    """(what is wrong with an ``.npy`` file, or None; its row count). Reads the header only."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(fh)
+            data_start = fh.tell()
+    except FileNotFoundError:
+        return f"{path.name} is missing", None
+    except (OSError, ValueError, SyntaxError, TypeError) as exc:  # a directory, garbage, a cut header
+        return f"{path.name} is not a numpy array file ({type(exc).__name__})", None
+    expected = data_start + int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if size != expected:
+        return f"{path.name} is {size} bytes, its header says {expected}", None
+    if rows is not None and (not shape or shape[0] != rows):
+        return f"{path.name} holds {shape[0] if shape else 0} rows, keys.json names {rows}", None
+    return None, int(shape[0]) if shape else 0
+
+
+def shard_problem(shard: Path) -> tuple[str | None, list[str]]:
+    """(why ``shard`` is damaged, or None; its keys). Cheap: sizes, headers and row counts, no checksums."""
+    try:
+        keys = json.loads((shard / "keys.json").read_text(encoding="utf-8"))
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise ValueError("not a list of image hashes")
+    except FileNotFoundError:
+        return "keys.json is missing", []
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        return f"keys.json is unreadable ({type(exc).__name__})", []
+    for name in ("pooled.npy", "patches.npy"):
+        problem, _ = _npy_problem(shard / name, len(keys))
+        if problem:
+            return problem, keys
+    index = shard / "index.json"
+    if index.exists():  # shards written before index.json are checked by their headers alone
+        try:
+            files = json.loads(index.read_text(encoding="utf-8"))["files"]
+            sizes = {name: int(files[name]["bytes"]) for name in SHARD_FILES}
+        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            return f"index.json is unreadable ({type(exc).__name__})", keys
+        for name, size in sizes.items():
+            if (shard / name).stat().st_size != size:
+                return f"{name} is {(shard / name).stat().st_size} bytes, index.json says {size}", keys
+    return None, keys
 
 
 def store_key(meta: dict) -> str:
@@ -60,6 +116,7 @@ class FeatureStore:
         self._index: dict[str, tuple[int, int]] = {}  # sha -> (shard number, row)
         self._shards: dict[int, Path] = {}
         self._mmaps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.damaged: dict[str, str] = {}  # shard directory → what is wrong with it (not indexed)
         self.refresh()
 
     # open ------------------------------------------------------------------------------------------------
@@ -120,10 +177,63 @@ class FeatureStore:
                 continue
             if num in self._shards:
                 continue
-            keys = json.loads((shard / "keys.json").read_text())
+            problem, keys = shard_problem(shard)
+            if problem:
+                self.damaged[str(shard)] = problem
+                continue
+            self.damaged.pop(str(shard), None)
             self._shards[num] = shard
             for row, sha in enumerate(keys):
                 self._index.setdefault(sha, (num, row))
+
+    def verify(self) -> dict[str, str]:
+        """Check every indexed shard's files against the sha256s in its ``index.json`` (reads every byte);
+        a mismatch moves the shard to :attr:`damaged` and out of the index. Returns :attr:`damaged`."""
+        bad = []
+        for num, shard in self._shards.items():
+            try:
+                files = json.loads((shard / "index.json").read_text(encoding="utf-8"))["files"]
+            except FileNotFoundError:
+                continue  # written before checksums were kept
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                self.damaged[str(shard)] = f"index.json is unreadable ({type(exc).__name__})"
+                bad.append(num)
+                continue
+            for name in SHARD_FILES:
+                if sha256_file(shard / name) != files[name]["sha256"]:
+                    self.damaged[str(shard)] = f"{name} does not match its checksum in index.json"
+                    bad.append(num)
+                    break
+        for num in bad:
+            self._drop(num)
+        return self.damaged
+
+    def _drop(self, num: int) -> None:
+        del self._shards[num]
+        self._mmaps.pop(num, None)
+        self._index = {sha: loc for sha, loc in self._index.items() if loc[0] != num}
+        for other, shard in self._shards.items():  # an image also held by a later shard stays findable
+            if other > num:
+                for row, sha in enumerate(json.loads((shard / "keys.json").read_text(encoding="utf-8"))):
+                    self._index.setdefault(sha, (other, row))
+
+    def remove_damaged(self) -> list[str]:
+        """Delete the damaged shards (their images then count as missing and are embedded again)."""
+        gone = list(self.damaged)
+        for shard in gone:
+            shutil.rmtree(shard, ignore_errors=True)
+        self.damaged.clear()
+        return gone
+
+    def shards_of(self, shas: Iterable[str]) -> dict[str, int]:
+        """Shard directory name → how many of ``shas`` it holds (recorded in features.json, so a lost
+        shard can be named later)."""
+        out: dict[str, int] = {}
+        for s in shas:
+            if s in self._index:
+                name = self._shards[self._index[s][0]].name
+                out[name] = out.get(name, 0) + 1
+        return dict(sorted(out.items()))
 
     # properties ------------------------------------------------------------------------------------------
     @property
@@ -176,6 +286,8 @@ class FeatureStore:
                     fh.flush()
                     os.fsync(fh.fileno())
             (tmp / "keys.json").write_text(json.dumps(list(keys)))
+            files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)} for name in SHARD_FILES}
+            (tmp / "index.json").write_text(json.dumps({"rows": n, "files": files}))
             num = max(self._shards, default=-1) + 1
             while True:  # another writer may take a number: renaming onto a non-empty dir fails
                 dest = self.path / f"shard-{num:05d}"

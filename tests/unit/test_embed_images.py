@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import shutil
@@ -116,7 +117,6 @@ def test_embed_then_rerun_is_all_cache_hits(run):
 def test_resume_after_interruption_embeds_only_missing(run, tmp_path, monkeypatch, tiny_model):
     from avasr_cli.vision.encoder import VisionEncoder
 
-    monkeypatch.setattr(stage, "SHARD_IMAGES", 4)
     real_forward = VisionEncoder.forward
     calls = {"n": 0}
 
@@ -128,7 +128,7 @@ def test_resume_after_interruption_embeds_only_missing(run, tmp_path, monkeypatc
 
     monkeypatch.setattr(VisionEncoder, "forward", flaky)
     with pytest.raises(RuntimeError, match="killed"):
-        run_embed_images(run, CFG)
+        run_embed_images(run, dataclasses.replace(CFG, shard_images=4))
     monkeypatch.setattr(VisionEncoder, "forward", real_forward)
     store_dir = next((tmp_path / "home" / "features").iterdir())
     stored = len(FeatureStore.open(store_dir))

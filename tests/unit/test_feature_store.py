@@ -125,3 +125,73 @@ def test_two_writers_never_share_a_shard_number(tmp_path):
     b.write_shard(shas(2, 2), p, t)  # b does not know a's shard yet: takes the next number
     assert sorted(x.name for x in a.path.glob("shard-*")) == ["shard-00000", "shard-00001"]
     assert len(FeatureStore.open(a.path)) == 4
+
+
+# ------------------------------------------------------------------------------------------------ damage
+def _two_shards(tmp_path):
+    store = FeatureStore.open_or_create(tmp_path, META)
+    store.write_shard(shas(5), *feats(5, 1))
+    store.write_shard(shas(3, 5), *feats(3, 2))
+    return store
+
+
+def _truncate(p):
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def _garbage(p):
+    p.write_bytes(np.random.default_rng(7).bytes(p.stat().st_size))
+
+
+def _remove(p):
+    p.unlink()
+
+
+def _directory(p):
+    p.unlink()
+    p.mkdir()
+
+
+def _drop_a_row(p):  # a valid .npy with one row fewer than keys.json names
+    np.save(p, np.load(p)[:-1])
+
+
+@pytest.mark.parametrize("name", ["pooled.npy", "patches.npy", "keys.json", "index.json"])
+@pytest.mark.parametrize("damage", [_truncate, _garbage, _remove, _directory, _drop_a_row])
+def test_a_damaged_shard_is_named_and_not_indexed(tmp_path, name, damage):
+    store = _two_shards(tmp_path)
+    shard = store.path / "shard-00000"
+    if damage is _drop_a_row and not name.endswith(".npy"):
+        pytest.skip("row counts are an array property")
+    if damage is _remove and name == "index.json":
+        pytest.skip("a shard without index.json is one written before checksums (checked by its headers)")
+    damage(shard / name)
+    reopened = FeatureStore.open(store.path)
+    assert list(reopened.damaged) == [str(shard)] and name in reopened.damaged[str(shard)]
+    assert reopened.missing(shas(8)) == shas(5)  # the damaged shard's images count as missing, no others
+    pooled, _ = reopened.lookup(shas(3, 5))  # the other shard reads as before
+    np.testing.assert_array_equal(pooled, store.lookup(shas(3, 5))[0])
+    assert reopened.remove_damaged() == [str(shard)] and not shard.exists()
+    assert FeatureStore.open(store.path).damaged == {}
+
+
+def test_verify_finds_a_flipped_byte_that_sizes_miss(tmp_path):
+    store = _two_shards(tmp_path)
+    target = store.path / "shard-00001" / "patches.npy"
+    data = bytearray(target.read_bytes())
+    data[-3] ^= 0xFF
+    target.write_bytes(bytes(data))
+    reopened = FeatureStore.open(store.path)
+    assert reopened.damaged == {} and shas(3, 5)[0] in reopened  # same size, same header: not seen cheaply
+    damaged = reopened.verify()
+    assert damaged == {str(target.parent): "patches.npy does not match its checksum in index.json"}
+    assert reopened.missing(shas(8)) == shas(3, 5)
+
+
+def test_shards_written_before_index_json_still_open(tmp_path):
+    store = _two_shards(tmp_path)
+    for shard in store.path.glob("shard-*"):
+        (shard / "index.json").unlink()
+    reopened = FeatureStore.open(store.path)
+    assert reopened.damaged == {} and reopened.verify() == {} and len(reopened) == 8
+    assert reopened.shards_of(shas(8)) == {"shard-00000": 5, "shard-00001": 3}
