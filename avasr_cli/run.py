@@ -156,6 +156,12 @@ class RunDir:
             record = json.loads(self.run_json.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RunDirError(f"{self.run_json} is not valid JSON ({exc})", "restore it from a backup or start a new run directory") from exc
+        except OSError as exc:  # a directory, unreadable
+            raise RunDirError(f"cannot read {self.run_json} ({exc.strerror or exc})",
+                              "restore it from a backup or start a new run directory") from exc
+        if not isinstance(record, dict):
+            raise RunDirError(f"{self.run_json} is not a run record (a JSON {type(record).__name__})",
+                              "restore it from a backup or start a new run directory")
         version = record.get("schema_version")
         if version != SCHEMA_VERSION:
             raise RunDirError(

@@ -77,11 +77,21 @@ def total_hours(rows: Iterable[dict]) -> float:
     return sum(float(r.get("duration", 0.0)) for r in rows) / 3600.0
 
 
+def _float(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def check_audio_files(path: Path | str, rows: list[dict], sample_rate: int = 16_000) -> None:
-    """Before training: every row's audio exists, decodes (header) and is ``sample_rate`` Hz mono.
+    """Before training or transcribing: every row's audio exists, decodes (header), is ``sample_rate`` Hz
+    mono and as long as the manifest's ``duration`` says (the manifest is the corpus's index: a file cut
+    short by a failed copy is found here, not in the middle of an epoch).
 
     Reads only file headers (soundfile), so it is cheap next to the training it protects; an error names
-    the manifest line and the audio file."""
+    the manifest line and the audio file. (A FLAC cut short keeps a header that gives its full length: it
+    fails when it is decoded, with an error naming it.)"""
     import soundfile as sf
 
     for lineno, row in enumerate(rows, start=1):
@@ -100,6 +110,11 @@ def check_audio_files(path: Path | str, rows: list[dict], sample_rate: int = 16_
         if info.frames == 0:
             raise InputError(f"{where}: audio {audio} is empty (0 samples)",
                              "remove that line, or rerun `avasr prepare --force` (it drops empty audio)")
+        seconds, recorded = info.frames / info.samplerate, _float(row.get("duration"))
+        if recorded is not None and abs(seconds - recorded) > max(0.05, 0.02 * recorded):
+            raise InputError(f"{where}: audio {audio} holds {seconds:.2f} s but the manifest says {recorded:.2f} s "
+                             "(cut short, or replaced by another file)",
+                             "restore the file, or rerun `avasr prepare --force` to rebuild it and the manifests")
         if info.samplerate != sample_rate or info.channels != 1:
             raise InputError(f"{where}: audio {audio} is {info.samplerate} Hz with {info.channels} channel(s); "
                              f"training needs {sample_rate // 1000} kHz mono",

@@ -121,7 +121,7 @@ class EncoderBundle:
         meta_path, weights = Path(directory) / "encoder.json", Path(directory) / "encoder.safetensors"
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise InputError(f"cannot read encoder description {meta_path} ({exc})", "rerun `avasr align --force`") from exc
         if meta.get("format") != "avasr-encoder-v1":
             raise InputError(f"{meta_path} is not an avasr encoder (format {meta.get('format')!r})",

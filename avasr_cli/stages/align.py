@@ -194,7 +194,7 @@ def load_features(run: RunDir, cfg: AlignConfig, rows: list[dict]) -> tuple[dict
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
         int(info.get("dim", 0))
-    except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
         raise InputError(f"{path} is not a valid features record ({exc})",
                          "rerun `avasr embed-images --force` to rewrite it") from None
     if cfg.vision != "auto" and cfg.vision not in (info.get("vision"), info.get("model_id")):
@@ -260,7 +260,7 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None, callba
     cfg.validate()
     import torch
 
-    from avasr_cli.data.manifest import read_manifest
+    from avasr_cli.data.manifest import check_audio_files, read_manifest
     from avasr_cli.models.align_module import AlignModule, resolve_layer, retrieval_recall
     from avasr_cli.models.fastconformer import load_init, state_sha256
     from avasr_cli.models.param_groups import summarise
@@ -278,6 +278,7 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None, callba
     if len(rows) < cfg.batch_size * hw.world_size:
         raise InputError(f"{run.manifest('align')} has {len(rows)} usable pairs, fewer than one global batch "
                          f"({cfg.batch_size} x {hw.world_size} processes)", "lower --batch-size or prepare more data")
+    check_audio_files(run.manifest("align"), rows)  # before any training: a lost or cut clip is named here
     train_rows, held_rows = split_heldout(rows, cfg.heldout_images, cfg.seed)
     index, info = {}, {}
     if cfg.objective == "image":  # checked before the encoder loads: a bad feature store fails fast

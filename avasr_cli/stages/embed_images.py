@@ -118,6 +118,11 @@ def collect_images(run: RunDir) -> tuple[dict[str, str], list[dict], int]:
     manifests = sorted(run.data.glob("*.jsonl"))
     if not manifests:
         raise InputError(f"no manifests (*.jsonl) in {run.data}", "run `avasr prepare` first")
+    recorded = (((run.stage("prepare") or {}).get("result") or {}).get("manifests")) or {}
+    lost = [str(run.manifest(split)) for split in recorded if not run.manifest(split).is_file()]
+    if lost:  # embedding what is left would leave the lost split's images out without a word
+        raise InputError(f"manifest {lost[0]} is missing (prepare wrote it)" + (f", and {len(lost) - 1} more" if len(lost) > 1 else ""),
+                         "restore it, or rerun `avasr prepare --force`")
     images: dict[str, str] = {}
     skipped: dict[str, dict] = {}
     hashed: dict[str, str] = {}

@@ -124,7 +124,7 @@ def run_evaluate(run: RunDir, cfg: EvaluateConfig, rep: Reporter | None = None) 
     cfg.validate()
     import torch
 
-    from avasr_cli.data.manifest import read_manifest
+    from avasr_cli.data.manifest import check_audio_files, read_manifest
     from avasr_cli.report.metrics import format_errors, score
 
     from avasr_cli.models.trainer import quiet_libraries
@@ -149,6 +149,7 @@ def run_evaluate(run: RunDir, cfg: EvaluateConfig, rep: Reporter | None = None) 
         rows = read_manifest(manifest, require=("audio_filepath", "duration", "text"))
         if not rows:
             raise InputError(f"{manifest} is empty", "run `avasr prepare` again")
+        check_audio_files(manifest, rows)  # NeMo's loader would stop on a lost or damaged clip with its own error
         share = len(rows) if fabric is None else len(range(0, len(rows), fabric.world_size))  # rank 0's part
         with rep.task(f"transcribing {split}" + (f" (rank 0 of {fabric.world_size})" if fabric else ""),
                       total=share) as task:

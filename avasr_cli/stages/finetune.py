@@ -110,8 +110,7 @@ def finetune_inputs(run: RunDir, cfg: FinetuneConfig) -> dict:
     from avasr_cli.stages.align import resolve_init
 
     aligned = run.align_dir / "encoder"
-    start = str(aligned) if run.stage("align") is not None and (aligned / "encoder.json").exists() \
-        else resolve_init(run, cfg.init)
+    start = str(aligned) if run.stage("align") is not None else resolve_init(run, cfg.init)
     return input_fingerprint({"train manifest": run.manifest("train"), "dev manifest": run.manifest("dev")}, start)
 
 
@@ -142,12 +141,11 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
         notes.append("TDT loss on the CPU: avasr's PyTorch implementation, tested against NeMo's reference")
 
     # starting point ---------------------------------------------------------------------------------
-    aligned = run.align_dir / "encoder" / "encoder.json"
-    if run.stage("align") is not None and aligned.exists():
+    if run.stage("align") is not None:  # its encoder, or an error naming what is lost: never the base instead
         if cfg.init != "auto":
             raise ConfigError(f"--init {cfg.init}: this run has an aligned encoder, finetune starts from it",
                               "drop --init, or use a run directory without an align stage")
-        bundle, init_kind = EncoderBundle.load(aligned.parent), "aligned"
+        bundle, init_kind = EncoderBundle.load(run.align_dir / "encoder"), "aligned"
     else:
         bundle, init_kind = load_init(resolve_init(run, cfg.init, rep), seed=cfg.seed), "init"
     rep.log(f"starting from {'the aligned encoder' if init_kind == 'aligned' else 'the base encoder'}: {bundle.source}"

@@ -66,8 +66,10 @@ def _npy_problem(path: Path, rows: int | None) -> tuple[str | None, int | None]:
     return None, int(shape[0]) if shape else 0
 
 
-def shard_problem(shard: Path) -> tuple[str | None, list[str]]:
-    """(why ``shard`` is damaged, or None; its keys). Cheap: sizes, headers and row counts, no checksums."""
+def shard_problem(shard: Path, indexed: bool = True) -> tuple[str | None, list[str]]:
+    """(why ``shard`` is damaged, or None; its keys). Cheap: sizes, headers and row counts, no checksums.
+    ``indexed``: the store writes ``index.json`` in every shard, so one without it is damaged (stores made
+    before index.json existed are checked by their headers alone)."""
     try:
         keys = json.loads((shard / "keys.json").read_text(encoding="utf-8"))
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
@@ -81,7 +83,9 @@ def shard_problem(shard: Path) -> tuple[str | None, list[str]]:
         if problem:
             return problem, keys
     index = shard / "index.json"
-    if index.exists():  # shards written before index.json are checked by their headers alone
+    if indexed and not index.exists():
+        return "index.json is missing", keys
+    if index.exists():
         try:
             files = json.loads(index.read_text(encoding="utf-8"))["files"]
             sizes = {name: int(files[name]["bytes"]) for name in SHARD_FILES}
@@ -139,7 +143,7 @@ class FeatureStore:
                                      f"delete {path} and rerun (the model changed under the same id and revision)")
             return store
         path.mkdir(parents=True, exist_ok=True)
-        record = {"format": STORE_FORMAT, "key": store_key(meta), "dtype": "float16",
+        record = {"format": STORE_FORMAT, "key": store_key(meta), "dtype": "float16", "shard_index": True,
                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta}
         write_json_atomic(desc, record)
         return cls(path, record)
@@ -177,7 +181,7 @@ class FeatureStore:
                 continue
             if num in self._shards:
                 continue
-            problem, keys = shard_problem(shard)
+            problem, keys = shard_problem(shard, bool(self.meta.get("shard_index")))
             if problem:
                 self.damaged[str(shard)] = problem
                 continue

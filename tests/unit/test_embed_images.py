@@ -306,3 +306,42 @@ def test_cli_module_imports_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "torch" not in out and "transformers" not in out
+
+
+def test_a_damaged_shard_is_removed_and_just_its_images_embedded_again(run, tmp_path):
+    first = run_embed_images(run, dataclasses.replace(CFG, shard_images=4))
+    shards = sorted(Path(first.store).glob("shard-*"))
+    assert len(shards) >= 2 and sum(first.shards.values()) == N_IMAGES
+    before = FeatureStore.open(first.store).lookup(all_shas(run))
+    lost = len(json.loads((shards[0] / "keys.json").read_text()))
+    patches = shards[0] / "patches.npy"
+    patches.write_bytes(patches.read_bytes()[:100])  # cut short, as by a full disk or a failed copy
+
+    class Warnings(stage.Reporter):
+        said: list = []
+
+        def warn(self, message):
+            self.said.append(message)
+
+    rep = Warnings()
+    again = run_embed_images(run, CFG, rep)
+    assert (again.embedded, again.cached) == (lost, N_IMAGES - lost)
+    assert any(str(shards[0]) in w and "damaged" in w for w in rep.said), rep.said
+    after = FeatureStore.open(again.store)
+    assert after.damaged == {}
+    for x, y in zip(before, after.lookup(all_shas(run))):
+        np.testing.assert_allclose(x.astype(np.float32), y.astype(np.float32), atol=2e-3)
+
+
+def test_verify_finds_a_changed_byte_and_embed_images_repairs_it(run):
+    first = run_embed_images(run, dataclasses.replace(CFG, shard_images=4))
+    shard = sorted(Path(first.store).glob("shard-*"))[-1]
+    held = len(json.loads((shard / "keys.json").read_text()))
+    data = bytearray((shard / "pooled.npy").read_bytes())
+    data[-1] ^= 0x55
+    (shard / "pooled.npy").write_bytes(bytes(data))
+    quick = run_embed_images(run, CFG)  # sizes and headers are intact: not seen without --verify
+    assert quick.embedded == 0
+    checked = run_embed_images(run, dataclasses.replace(CFG, verify=True))
+    assert (checked.embedded, checked.cached) == (held, N_IMAGES - held)  # just that shard's images
+    assert FeatureStore.open(checked.store).verify() == {}

@@ -163,8 +163,6 @@ def test_a_damaged_shard_is_named_and_not_indexed(tmp_path, name, damage):
     shard = store.path / "shard-00000"
     if damage is _drop_a_row and not name.endswith(".npy"):
         pytest.skip("row counts are an array property")
-    if damage is _remove and name == "index.json":
-        pytest.skip("a shard without index.json is one written before checksums (checked by its headers)")
     damage(shard / name)
     reopened = FeatureStore.open(store.path)
     assert list(reopened.damaged) == [str(shard)] and name in reopened.damaged[str(shard)]
@@ -192,6 +190,10 @@ def test_shards_written_before_index_json_still_open(tmp_path):
     store = _two_shards(tmp_path)
     for shard in store.path.glob("shard-*"):
         (shard / "index.json").unlink()
+    assert len(FeatureStore.open(store.path).damaged) == 2  # this store writes index.json: its loss is damage
+    record = json.loads((store.path / "store.json").read_text())
+    del record["shard_index"]  # as a store made before index.json existed
+    (store.path / "store.json").write_text(json.dumps(record))
     reopened = FeatureStore.open(store.path)
     assert reopened.damaged == {} and reopened.verify() == {} and len(reopened) == 8
     assert reopened.shards_of(shas(8)) == {"shard-00000": 5, "shard-00001": 3}
