@@ -27,7 +27,7 @@ from avasr_cli.errors import FairnessError, InputError
 from avasr_cli.stages.compare_runs import Run, fmt
 
 HOURS_TOLERANCE = 0.02  # relative: seeds subsample slightly different amounts of the same hours
-_BUDGET_KEYS = ("max_steps", "effective_batch", "lr", "head_lr", "layer_decay", "schedule", "decoder")
+_BUDGET_KEYS = ("max_steps", "effective_batch", "lr", "head_lr", "layer_decay", "weight_decay", "schedule", "decoder")
 ALIGN_COMPARED = ("max_steps", "effective_batch", "samples_per_update", "lr", "weight_decay", "warmup_steps",
                   "schedule", "init", "manifest_sha256", "freeze_layers", "head_lr", "layer_decay", "align_layer",
                   "train_pairs", "precision")

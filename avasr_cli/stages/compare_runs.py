@@ -31,7 +31,8 @@ LEGACY_SIGLIP_BIAS = -10.0
 
 # what must be equal for runs to share a row: everything shown except seeds and hashes
 GROUP_KEYS = ("arm", "objective", "vision", "loss", *(f"align_{k}" for k in ALIGN_SETTING_KEYS), "init_setting",
-              "decoder", "max_steps", "batch_size", "effective_batch", "lr", "head_lr", "layer_decay", "schedule",
+              "decoder", "max_steps", "batch_size", "effective_batch", "lr", "head_lr", "layer_decay", "weight_decay",
+              "schedule",
               "hours_setting", "lang", "source")
 
 
@@ -156,6 +157,7 @@ def run_info(record: dict, root: Path) -> dict:
         "lr": first(budget.get("lr"), fcfg.get("lr")),
         "head_lr": budget.get("head_lr"),
         "layer_decay": first(budget.get("layer_decay"), fcfg.get("layer_decay")),
+        "weight_decay": first(budget.get("weight_decay"), fcfg.get("weight_decay")),
         "schedule": budget.get("schedule"),
         "train_hours": hours,
         # the amount asked for (0 = all): seeds subsample slightly different hours of the same amount

@@ -112,6 +112,7 @@ def test_vaani_paper_recipe_on_builtin(tmp_path):
     table = (tmp_path / "runs" / "kannada" / "compare.md").read_text()
     for arm in ("direct", "audio-only", "align:tiny-siglip/clip", "align:tiny-siglip/maxsim"):
         assert arm in table, table
+    assert "align:tiny-siglip/clip@L0" in table and "align:tiny-siglip/maxsim@L0" in table, table  # ALIGN_LAYER=0
     assert (tmp_path / "runs" / "kannada" / "compare.png").is_file()
     assert "ΔWER" in proc.stdout or "WER" in proc.stdout
     for arm in ("audio-only-s0", "align-tiny-siglip-clip-s0", "align-tiny-siglip-maxsim-s0"):

@@ -46,11 +46,13 @@ def align_budget(arm: str, seed: int, **over) -> dict:
 def make_run(root: Path, name: str, *, arm: str = "direct", seed: int = 0, p_err: float = 0.3,
              manifest_sha: str | None = "a" * 64, splits=("test",), max_steps: int = 1000, hours: float = 2.0,
              tokenizer: str = "t" * 64, utterances: bool = True, vision: str = "siglip2", loss: str = "infonce",
-             hours_asked: float | None = None, align: dict | None = None, legacy_align: bool = False) -> Path:
+             hours_asked: float | None = None, align: dict | None = None, legacy_align: bool = False,
+             finetune: dict | None = None) -> Path:
     """A finished run directory with synthetic per-utterance errors (deterministic in name and seed).
 
     ``align`` overrides keys of the recorded align budget; ``legacy_align`` writes run.json as align did
-    before it recorded a budget (config and a few result fields only; ``align`` then overrides the config)."""
+    before it recorded a budget (config and a few result fields only; ``align`` then overrides the config);
+    ``finetune`` overrides keys of the recorded finetune budget."""
     run = root / name
     (run / "reports").mkdir(parents=True)
     stages: dict = {"prepare": {"config": {"lang": "kannada", "source": "builtin", "seed": 0}, "result": {}}}
@@ -70,7 +72,7 @@ def make_run(root: Path, name: str, *, arm: str = "direct", seed: int = 0, p_err
             ares["budget"] = align_budget(arm, seed, **{"vision": ares["vision"], "loss": ares["loss"], **(align or {})})
         stages["align"] = {"config": acfg, "result": ares}
     budget = {"max_steps": max_steps, "batch_size": 8, "effective_batch": 8, "lr": 0.001, "schedule": "cosine",
-              "seed": seed, "train_hours": hours, "decoder": "ctc"}
+              "seed": seed, "train_hours": hours, "decoder": "ctc", **(finetune or {})}
     stages["finetune"] = {"config": {"decoder": "ctc", "seed": seed, "init": "auto", "max_steps": max_steps,
                                      "batch_size": 8, "lr": 0.001,
                                      "train_hours": hours if hours_asked is None else hours_asked},
@@ -513,3 +515,15 @@ def test_a_baseline_from_another_start_encoder_is_flagged(tmp_path):
     res = run_compare(CompareConfig(runs=(str(direct), str(ao)), n_resamples=50))
     row = next(r for r in res.rows if r["runs"] == [str(ao)])
     assert "start" in row["flags"] and any(n.startswith("[start]") for n in res.flags)
+
+
+@pytest.mark.parametrize("key,value", [("weight_decay", 0.1), ("head_lr", 0.004), ("layer_decay", 0.8)])
+def test_finetune_optimiser_differences_are_flagged_by_name(tmp_path, key, value):
+    base = {"weight_decay": 0.001, "head_lr": 0.002, "layer_decay": 1.0}
+    runs = [make_run(tmp_path, f"direct-s{s}", seed=s, finetune=base) for s in (1, 2)]
+    runs += [make_run(tmp_path, f"ao-s{s}", arm="audio-only", seed=s, finetune={**base, key: value}) for s in (1, 2)]
+    res = run_compare(CompareConfig(runs=tuple(map(str, runs)), n_resamples=50))
+    by_arm = {r["arm"]: r for r in res.rows}
+    assert by_arm["audio-only"]["flags"] == ["budget"] and by_arm["direct"]["flags"] == []
+    note = next(n for n in res.flags if n.startswith("[budget]"))
+    assert f"{key} {value}" in note, note
