@@ -56,7 +56,7 @@ def embed_images(
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow a hub model's own Python code to run.")] = False,
     workers: Annotated[int, typer.Option(help="Image decoding worker processes (0 = decode in the main process).")] = 2,
     verify: Annotated[bool, typer.Option("--verify", help="Check every store shard against its checksums first (reads the whole store); damaged shards are removed and their images embedded again. Without it, sizes and headers are checked.")] = False,
-    shard_images: Annotated[int, typer.Option(help="Images per committed store shard (what a killed run keeps).")] = 1024,
+    shard_images: Annotated[int, typer.Option(help="Images per committed store shard (what a killed run keeps; rounded up to whole batches).")] = 1024,
     gpus: GpusOption = 0,
     nodes: NodesOption = 1,
     cpu_procs: Annotated[int, typer.Option(help="With --gpus 0: CPU processes, each embedding its own part (mostly for testing).")] = 1,
@@ -82,13 +82,14 @@ def embed_images(
     if list_:
         _print_registry(as_json)
         raise typer.Exit()
-    from avasr_cli.stages.embed_images import EmbedConfig, run_embed_images
+    from avasr_cli.stages.embed_images import EmbedConfig, embed_inputs, run_embed_images
 
     cfg = EmbedConfig(vision=vision, revision=revision, batch_size=batch_size, device=device, patch_pool=patch_pool,
                       trust_remote_code=trust_remote_code, workers=workers, verify=verify, shard_images=shard_images,
                       gpus=gpus, nodes=nodes, cpu_procs=cpu_procs)
     cfg.validate()
-    run_stage("embed-images", run_dir, cfg, run_embed_images, force=force, as_json=as_json, summary=_summary)
+    run_stage("embed-images", run_dir, cfg, run_embed_images, force=force, as_json=as_json, summary=_summary,
+              inputs=embed_inputs)
 
 
 def register(app: typer.Typer) -> None:

@@ -55,6 +55,10 @@ def register(app: typer.Typer) -> None:
                                     "`hf auth login`). Never written anywhere."),
         max_duration: float = _opt(20.0, "--max-duration", panel=VAANI, help="Drop longer clips (s; vaani, manifest)."),
         workers: int = _opt(2, "--workers", panel=VAANI, help="Decoding processes (vaani, manifest)."),
+        audio_layout: str = _opt("files", "--audio-layout", help="files: one audio file per clip. shards: NeMo "
+                                 "tarred audio (audio_<i>.tar + manifest_<i>.json), streamed by finetune with "
+                                 "duration bucketing; for large corpora on shared file systems."),
+        shard_clips: int = _opt(1000, "--shard-clips", help="Clips per audio shard (with --audio-layout shards)."),
         train: str = _opt("", "--train", panel=BYO, help="Train manifest (audio_filepath, duration, text)."),
         dev: str = _opt("", "--dev", panel=BYO, help="Dev manifest (speakers unseen in train/align)."),
         test: str = _opt("", "--test", panel=BYO, help="Test manifest (speakers unseen in train/align)."),
@@ -75,6 +79,7 @@ def register(app: typer.Typer) -> None:
             avasr prepare --lang kannada
             avasr -r runs/direct prepare --lang hindi --seed 1
             avasr prepare --source vaani --lang kannada --max-align-hours 100 --max-train-hours 50
+            avasr prepare --source vaani --lang hindi --all --audio-layout shards
             avasr prepare --source vaani --lang hindi --districts Bihar/Aurangabad,Patna --all
             avasr prepare --source vaani --lang kannada --dataset ~/vaani --transcribed-dataset ~/vaani-tr
             avasr prepare --source manifest --train tr.jsonl --dev dev.jsonl --test test.jsonl --align pairs.jsonl
@@ -89,7 +94,8 @@ def register(app: typer.Typer) -> None:
                             num_dev=num_dev, num_test=num_test, dataset=dataset, transcribed_dataset=transcribed,
                             revision=revision, districts=tuple(districts.split(",")), max_align_hours=max_align_hours,
                             max_train_hours=max_train_hours, all=all_, max_duration=max_duration, workers=workers,
-                            train=train, dev=dev, test=test, align=align).validate()
+                            train=train, dev=dev, test=test, align=align, audio_layout=audio_layout,
+                            shard_clips=shard_clips).validate()
         _keep_no_empty_run_dir(run_dir, lambda: run_stage(
             "prepare", run_dir, cfg, functools.partial(run_prepare, token=token), force=force, as_json=as_json,
             summary=_summary))

@@ -91,32 +91,50 @@ def check_audio_files(path: Path | str, rows: list[dict], sample_rate: int = 16_
 
     Reads only file headers (soundfile), so it is cheap next to the training it protects; an error names
     the manifest line and the audio file. (A FLAC cut short keeps a header that gives its full length: it
-    fails when it is decoded, with an error naming it.)"""
+    fails when it is decoded, with an error naming it.) Rows that point into audio shards are checked
+    against their shard index instead (:func:`avasr_cli.data.shards.check_shards`)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from avasr_cli.data.shards import check_shards, is_sharded
+    from avasr_cli.run import is_secondary_rank
+
+    if is_secondary_rank():  # rank 0 checks before it starts the others (the same files, once)
+        return
+    check_shards(path, rows)
+    files = [(lineno, row) for lineno, row in enumerate(rows, start=1) if not is_sharded(row)]
+    with ThreadPoolExecutor(max_workers=16) as pool:  # headers only, but a shared file system is slow per file
+        for start in range(0, len(files), 4096):  # the first bad line is reported, as in a sequential pass
+            for problem in pool.map(lambda item: _audio_problem(path, *item, sample_rate), files[start : start + 4096]):
+                if problem is not None:
+                    raise problem
+
+
+def _audio_problem(path, lineno: int, row: dict, sample_rate: int) -> InputError | None:
     import soundfile as sf
 
-    for lineno, row in enumerate(rows, start=1):
-        audio = Path(str(row["audio_filepath"])).expanduser()
-        if not audio.is_absolute():
-            audio = Path(path).parent / audio
-        where = f"{path}:{lineno}"
-        if not audio.is_file():
-            raise InputError(f"{where}: audio file {audio} does not exist",
-                             "restore the file, or rerun `avasr prepare --force` to rebuild the manifests")
-        try:
-            info = sf.info(str(audio))
-        except Exception as exc:  # LibsndfileError, RuntimeError ...
-            raise InputError(f"{where}: cannot decode audio {audio} ({exc})",
-                             "replace the file, or rerun `avasr prepare --force` (it drops unreadable audio)") from None
-        if info.frames == 0:
-            raise InputError(f"{where}: audio {audio} is empty (0 samples)",
-                             "remove that line, or rerun `avasr prepare --force` (it drops empty audio)")
-        seconds, recorded = info.frames / info.samplerate, _float(row.get("duration"))
-        if recorded is not None and abs(seconds - recorded) > max(0.05, 0.02 * recorded):
-            raise InputError(f"{where}: audio {audio} holds {seconds:.2f} s but the manifest says {recorded:.2f} s "
-                             "(cut short, or replaced by another file)",
-                             "restore the file, or rerun `avasr prepare --force` to rebuild it and the manifests")
-        if info.samplerate != sample_rate or info.channels != 1:
-            raise InputError(f"{where}: audio {audio} is {info.samplerate} Hz with {info.channels} channel(s); "
-                             f"training needs {sample_rate // 1000} kHz mono",
-                             "rerun `avasr prepare --force` (it converts audio to 16 kHz mono) instead of editing "
-                             "the run's manifests by hand")
+    audio = Path(str(row["audio_filepath"])).expanduser()
+    if not audio.is_absolute():
+        audio = Path(path).parent / audio
+    where = f"{path}:{lineno}"
+    if not audio.is_file():
+        return InputError(f"{where}: audio file {audio} does not exist",
+                          "restore the file, or rerun `avasr prepare --force` to rebuild the manifests")
+    try:
+        info = sf.info(str(audio))
+    except Exception as exc:  # LibsndfileError, RuntimeError ...
+        return InputError(f"{where}: cannot decode audio {audio} ({exc})",
+                          "replace the file, or rerun `avasr prepare --force` (it drops unreadable audio)")
+    if info.frames == 0:
+        return InputError(f"{where}: audio {audio} is empty (0 samples)",
+                          "remove that line, or rerun `avasr prepare --force` (it drops empty audio)")
+    seconds, recorded = info.frames / info.samplerate, _float(row.get("duration"))
+    if recorded is not None and abs(seconds - recorded) > max(0.05, 0.02 * recorded):
+        return InputError(f"{where}: audio {audio} holds {seconds:.2f} s but the manifest says {recorded:.2f} s "
+                          "(cut short, or replaced by another file)",
+                          "restore the file, or rerun `avasr prepare --force` to rebuild it and the manifests")
+    if info.samplerate != sample_rate or info.channels != 1:
+        return InputError(f"{where}: audio {audio} is {info.samplerate} Hz with {info.channels} channel(s); "
+                          f"training needs {sample_rate // 1000} kHz mono",
+                          "rerun `avasr prepare --force` (it converts audio to 16 kHz mono) instead of editing "
+                          "the run's manifests by hand")
+    return None

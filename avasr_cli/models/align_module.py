@@ -230,23 +230,23 @@ def retrieval_recall(module: AlignModule, rows: list[dict], batch_size: int = 16
     """Audio→image and image→audio recall@k over ``rows`` (held-out or training pairs), ranking each clip
     against the images of ``rows``; pairs sharing an image count as hits. The module's train/eval mode
     is restored afterwards."""
-    from avasr_cli.models.audio_data import read_audio
+    from avasr_cli.models.audio_data import read_clip
 
     was_training = module.training
     module.eval()
     try:
-        return _recall(module, rows, batch_size, ks, read_audio)
+        return _recall(module, rows, batch_size, ks, read_clip)
     finally:
         module.train(was_training)
 
 
-def _recall(module: AlignModule, rows: list[dict], batch_size: int, ks, read_audio) -> dict:
+def _recall(module: AlignModule, rows: list[dict], batch_size: int, ks, read_clip) -> dict:
     device = next(module.parameters()).device
     keys = [module.image_index[r["image_sha256"]] for r in rows]
     audio_vecs, frames_all = [], []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        audio, lengths, _ = collate([(torch.from_numpy(read_audio(r["audio_filepath"])), 0, "") for r in chunk])
+        audio, lengths, _ = collate([(torch.from_numpy(read_clip(r)), 0, "") for r in chunk])
         frames, enc_len = module.audio_embeddings(audio.to(device), lengths.to(device))
         if module.loss_name == "maxsim":
             frames_all += [(frames[i, : enc_len[i]].cpu()) for i in range(len(chunk))]

@@ -54,12 +54,33 @@ def train_tokenizer(texts: list[str], out_dir: Path, vocab_size: int, seed: int 
             "unrepresentable_chars": unk, "num_chars": len(chars)}
 
 
+def _streamed(ds: dict, shards: tuple, *, train: bool, seed: int, max_duration: float) -> dict:
+    """NeMo's Lhotse loader over tarred shards: read in sequence (no random access), shards shuffled
+    (``shard_seed``), clips bucketed by duration (training) so a batch holds clips of similar length."""
+    manifests, tars, clips = shards
+    cfg = dict(ds, use_lhotse=True, manifest_filepath=manifests, tarred_audio_filepaths=tars, is_tarred=True,
+               skip_missing_manifest_entries=True, shuffle=train, seed=seed, shard_seed=seed,
+               max_duration=max_duration if train else float("inf"), min_duration=0.1 if train else -1,
+               drop_last=False, pretokenize=False,
+               force_finite=not train)  # training streams endlessly (epochs by count); dev is scored once, whole
+    if train:
+        cfg.update(use_bucketing=True, num_buckets=max(1, min(30, clips // max(1, 4 * ds["batch_size"]))),
+                   num_cuts_for_bins_estimate=min(10_000, clips), bucket_buffer_size=min(10_000, clips),
+                   shuffle_buffer_size=min(10_000, clips), concurrent_bucketing=False)
+    return cfg
+
+
 def build_config(decoder: str, preprocessor: dict, encoder: dict, tokenizer_dir: Path, train_manifest: Path,
                  dev_manifest: Path, *, batch_size: int, lr: float, weight_decay: float, warmup_steps: int,
                  max_steps: int, schedule: str, workers: int, spec_augment: bool, max_duration: float,
-                 pred_hidden: int | None = None, lowest_lr: float | None = None) -> dict:
+                 pred_hidden: int | None = None, lowest_lr: float | None = None, train_shards: tuple | None = None,
+                 dev_shards: tuple | None = None, seed: int = 0) -> dict:
     """A NeMo model config for ``decoder`` on top of ``encoder``. ``lowest_lr``: the smallest peak rate of
-    any parameter group (the schedule's floor stays below it; default ``lr``)."""
+    any parameter group (the schedule's floor stays below it; default ``lr``).
+
+    ``train_shards`` / ``dev_shards``: ``(manifest pattern, tar pattern, clips)`` of a split in NeMo's
+    tarred audio layout (``avasr prepare --audio-layout shards``): that split is then streamed by NeMo's
+    Lhotse data loader, shards shuffled and clips drawn into duration buckets of ``batch_size`` clips."""
     if decoder not in DECODERS:
         raise ConfigError(f"--decoder {decoder!r} is not one of {', '.join(DECODERS)}", "see `avasr finetune --help`")
     d_model = int(encoder["d_model"])
@@ -73,8 +94,10 @@ def build_config(decoder: str, preprocessor: dict, encoder: dict, tokenizer_dir:
         "skip_nan_grad": False,
         "tokenizer": {"dir": str(tokenizer_dir), "type": "bpe"},
         "train_ds": dict(ds, manifest_filepath=str(train_manifest), shuffle=True, max_duration=max_duration,
-                         min_duration=0.1),
-        "validation_ds": dict(ds, manifest_filepath=str(dev_manifest), shuffle=False),
+                         min_duration=0.1) if train_shards is None else
+        _streamed(ds, train_shards, train=True, seed=seed, max_duration=max_duration),
+        "validation_ds": dict(ds, manifest_filepath=str(dev_manifest), shuffle=False) if dev_shards is None else
+        _streamed(ds, dev_shards, train=False, seed=seed, max_duration=max_duration),
         "preprocessor": dict(copy.deepcopy(preprocessor), pad_to=0),
         "spec_augment": {"_target_": "nemo.collections.asr.modules.SpectrogramAugmentation",
                          "freq_masks": 2 if spec_augment else 0, "time_masks": 4 if spec_augment else 0,

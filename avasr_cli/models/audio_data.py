@@ -10,15 +10,26 @@ from torch.utils.data import Dataset, Sampler
 from avasr_cli.errors import InputError
 
 
-def read_audio(path: str, sample_rate: int = 16000) -> np.ndarray:
+def read_clip(row: dict, sample_rate: int = 16000) -> np.ndarray:
+    """A manifest row's audio: its file, or its bytes inside an audio shard (``avasr_cli.data.shards``)."""
+    if "tar_filepath" not in row:
+        return read_audio(row["audio_filepath"], sample_rate)
+    import io
+
+    from avasr_cli.data.shards import read_member
+
+    return read_audio(io.BytesIO(read_member(row)), sample_rate, name=f"{row['tar_filepath']}:{row['audio_filepath']}")
+
+
+def read_audio(path, sample_rate: int = 16000, name: str | None = None) -> np.ndarray:
     import soundfile as sf
 
     try:
         audio, sr = sf.read(path, dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / OSError
-        raise InputError(f"cannot decode audio {path} ({exc})", "rerun `avasr prepare --force` or fix the file") from exc
+        raise InputError(f"cannot decode audio {name or path} ({exc})", "rerun `avasr prepare --force` or fix the file") from exc
     if sr != sample_rate:
-        raise InputError(f"audio {path} is {sr} Hz, expected {sample_rate} Hz", "resample to 16 kHz (avasr prepare does this)")
+        raise InputError(f"audio {name or path} is {sr} Hz, expected {sample_rate} Hz", "resample to 16 kHz (avasr prepare does this)")
     return audio.mean(axis=1)
 
 
@@ -35,7 +46,7 @@ class PairDataset(Dataset):
     def __getitem__(self, i: int):
         row = self.rows[i]
         sha = row.get("image_sha256", "")
-        return torch.from_numpy(read_audio(row["audio_filepath"])), self.image_index.get(sha, -1), sha
+        return torch.from_numpy(read_clip(row)), self.image_index.get(sha, -1), sha
 
 
 class PairCollate:

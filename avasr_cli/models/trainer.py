@@ -107,7 +107,7 @@ def quiet_libraries() -> None:
 def make_trainer(hw: Hardware, *, max_steps: int, ckpt_dir: Path, every: int, callbacks=(), accumulate: int = 1,
                  val_every: int | None = None, monitor: str | None = None, mode: str = "min",
                  log_dir: Path | None = None, resuming: bool = False,
-                 distributed_sampler: bool = False) -> pl.Trainer:
+                 distributed_sampler: bool = False, epoch_batches: int | None = None) -> pl.Trainer:
     """``distributed_sampler``: let Lightning give each rank a disjoint part of a map-style loader's data
     (a ``DistributedSampler``, reshuffled every epoch), as NeMo's own ASR loaders expect; stages with
     their own rank-aware batch sampler (align, pretrain) leave it off. Under DDP BatchNorm statistics
@@ -115,7 +115,10 @@ def make_trainer(hw: Hardware, *, max_steps: int, ckpt_dir: Path, every: int, ca
 
     ``log_dir``: where TensorBoard event files go (train loss, learning rate, gradient norm, and
     whatever the module logs, e.g. NeMo's ``val_wer``); ``tensorboard --logdir runs`` finds them. A run
-    that starts afresh (not ``resuming``) clears the curves of an earlier run there first."""
+    that starts afresh (not ``resuming``) clears the curves of an earlier run there first.
+
+    ``epoch_batches``: batches that make an epoch of a streamed (iterable, endless) loader, NeMo's tarred
+    shards: Lightning then counts epochs, and NeMo does not try to take the length of the stream."""
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
     quiet_libraries()
@@ -158,6 +161,7 @@ def make_trainer(hw: Hardware, *, max_steps: int, ckpt_dir: Path, every: int, ca
         check_val_every_n_epoch=None if val_every else 1,
         val_check_interval=val_every,
         limit_val_batches=1.0 if val_every else 0,
+        limit_train_batches=epoch_batches if epoch_batches else 1.0,
         log_every_n_steps=max(1, min(10, max_steps // 20)),
         default_root_dir=str(ckpt_dir.parent),
     )

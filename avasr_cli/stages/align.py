@@ -200,6 +200,8 @@ def load_features(run: RunDir, cfg: AlignConfig, rows: list[dict]) -> tuple[dict
     if cfg.vision != "auto" and cfg.vision not in (info.get("vision"), info.get("model_id")):
         raise ConfigError(f"--vision {cfg.vision}: this run's features were made with {info.get('vision') or info.get('model_id')}",
                           f"run `avasr embed-images --vision {cfg.vision}` (use --force to replace them) or drop --vision")
+    if not isinstance(info, dict) or not isinstance(info.get("store"), str):
+        raise InputError(f"{path} names no feature store", "rerun `avasr embed-images --force` to rewrite it")
     store = FeatureStore.open(info["store"])
     keys = sorted({r["image_sha256"] for r in rows})
     missing = store.missing(keys)
@@ -219,7 +221,8 @@ def _lost_shards(store, info: dict) -> str:
     from pathlib import Path
 
     named = [f"{Path(shard).name} is damaged ({why})" for shard, why in sorted(store.damaged.items())]
-    for name, count in (info.get("shards") or {}).items():
+    shards = info.get("shards") if isinstance(info.get("shards"), dict) else {}
+    for name, count in shards.items():
         if not (Path(store.path) / name).is_dir():
             named.append(f"{name} ({count} of them) is gone")
     return (": " + "; ".join(named[:3]) + (f"; {len(named) - 3} more" if len(named) > 3 else "")) if named else ""

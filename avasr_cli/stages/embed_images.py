@@ -8,12 +8,13 @@ written in shards, so a killed run resumes and a rerun is all cache hits. The ru
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import time
 from pathlib import Path
 
 from avasr_cli.data.manifest import image_field, read_manifest
-from avasr_cli.errors import ConfigError, InputError, raise_problems
+from avasr_cli.errors import AvasrError, ConfigError, InputError, raise_problems
 from avasr_cli.progress import Reporter
 from avasr_cli.run import RunDir, sha256_file, write_json_atomic
 
@@ -98,9 +99,27 @@ class EmbedResult:
     skipped_images: list[dict]  # {"path", "sha256", "reason"}
     rows_without_image: int
     shards: dict  # store shard → how many of this run's images it holds (align names a lost one)
+    inputs: dict  # embed_inputs() when the stage finished: a rerun repairs a store that lost shards since
     processes: int  # how many processes embedded (world size)
     seconds: float
     images_per_s: float
+
+
+def embed_inputs(run: RunDir, cfg: EmbedConfig) -> dict:
+    """What a finished embed-images must still find for a rerun to skip it: the manifests it read, and its
+    images whole in the store (a shard lost or damaged since makes the rerun repair the store)."""
+    from avasr_cli.run import input_fingerprint
+    from avasr_cli.vision.store import FeatureStore
+
+    out = input_fingerprint({p.name: p for p in sorted(run.data.glob("*.jsonl"))})
+    try:
+        record = json.loads((run.root / "features.json").read_text(encoding="utf-8"))
+        store = FeatureStore.open(record["store"])
+        shards = record.get("shards") if isinstance(record.get("shards"), dict) else {}
+        held = sum(1 for name in shards if (store.path / name).is_dir() and str(store.path / name) not in store.damaged)
+    except (OSError, ValueError, KeyError, TypeError, AvasrError):
+        return {**out, "feature store": "unreadable"}
+    return {**out, "store shards lost or damaged": len(shards) - held, "damaged shards in the store": len(store.damaged)}
 
 
 def resolve_vision(run: RunDir, cfg: EmbedConfig) -> str:
@@ -228,11 +247,15 @@ def run_embed_images(run: RunDir, cfg: EmbedConfig, rep: Reporter | None = None)
         if cfg.verify:
             rep.log(f"verifying the checksums of {path}")
             store.verify()
+        reasons = dict(store.damaged)
         for shard in store.remove_damaged():  # their images are missing now, and embedded again below
-            rep.warn(f"removed damaged feature shard {shard}: its images are embedded again")
+            why = reasons.get(shard, "damaged")
+            rep.warn(f"removed damaged feature shard {shard} ({why}): its images are embedded again")
     barrier()
     store = FeatureStore.open(path) if (path / "store.json").is_file() else None
-    todo = store.missing(images) if store is not None else list(images)
+    # rank 0 decides what is missing and tells the others: every rank must take the same branch and split
+    # the same list, even while another job writes into the shared store
+    todo = _shared(fabric, store.missing(images) if store is not None else list(images))
     device, embedded, seconds, found_bad = cfg.device, 0, 0.0, []
     if todo:
         enc = load_inspected(info, config, device=str(fabric.device) if fabric is not None else cfg.device,
@@ -250,7 +273,7 @@ def run_embed_images(run: RunDir, cfg: EmbedConfig, rep: Reporter | None = None)
             store = FeatureStore.open_or_create(None, meta)
         barrier()
         store = FeatureStore.open_or_create(None, meta) if rank else store
-        todo = store.missing(images)
+        todo = _shared(fabric, store.missing(images))
         mine = todo[rank::world]
         where = f" (rank 0 of {world}: {len(mine)} of them)" if world > 1 else ""
         rep.log(f"{len(images) - len(todo)} of {len(images)} images cached; embedding {len(todo)} with {info.label} "
@@ -285,11 +308,24 @@ def run_embed_images(run: RunDir, cfg: EmbedConfig, rep: Reporter | None = None)
         grid=list(store.meta.get("grid") or []), layer=info.layer, pooling=info.pooling, patch_pool=cfg.patch_pool,
         dtype="float16", device=device, images=len(images), embedded=embedded,
         cached=len(images) - embedded - len(skipped_shas & set(images)), skipped=len(skipped), skipped_images=skipped,
-        rows_without_image=no_image, shards=store.shards_of(images), processes=world, seconds=round(seconds, 3),
+        rows_without_image=no_image, shards=store.shards_of(images), inputs={}, processes=world, seconds=round(seconds, 3),
         images_per_s=round(embedded / seconds, 2) if seconds > 0 else 0.0,
     )
     write_json_atomic(run.root / "features.json", dataclasses.asdict(result))
+    result.inputs = embed_inputs(run, cfg)
+    write_json_atomic(run.root / "features.json", dataclasses.asdict(result))
     return result
+
+
+def _shared(fabric, value):
+    """``value`` as rank 0 has it, on every rank (one process: ``value``)."""
+    if fabric is None:
+        return value
+    import torch.distributed as dist
+
+    box = [value if fabric.global_rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _describe(info) -> dict:

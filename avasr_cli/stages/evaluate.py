@@ -109,6 +109,16 @@ def _transcribe_shared(fabric, model, paths: list[str], cfg: EvaluateConfig, tas
     return interleave(parts, len(paths))
 
 
+def _audio(row: dict):
+    """What NeMo's ``transcribe`` gets for a row: its file's path, or for a clip inside an audio shard the
+    decoded samples (NeMo transcribes arrays the same way; the shard is read by offset, in manifest order)."""
+    if "tar_filepath" not in row:
+        return row["audio_filepath"]
+    from avasr_cli.models.audio_data import read_clip
+
+    return read_clip(row)
+
+
 def interleave(parts: list[list], n: int) -> list:
     """Undo the round-robin split: ``parts[r]`` holds items ``r, r + W, …`` of ``n``."""
     out: list = [None] * n
@@ -153,7 +163,7 @@ def run_evaluate(run: RunDir, cfg: EvaluateConfig, rep: Reporter | None = None) 
         share = len(rows) if fabric is None else len(range(0, len(rows), fabric.world_size))  # rank 0's part
         with rep.task(f"transcribing {split}" + (f" (rank 0 of {fabric.world_size})" if fabric else ""),
                       total=share) as task:
-            hyps = _transcribe_shared(fabric, model, [r["audio_filepath"] for r in rows], cfg, task)
+            hyps = _transcribe_shared(fabric, model, [_audio(r) for r in rows], cfg, task)
         if not main:
             continue
         extra = {k: [str(r.get(k, "")) for r in rows] for k in ("gender", "district") if any(k in r for r in rows)}

@@ -114,6 +114,16 @@ def finetune_inputs(run: RunDir, cfg: FinetuneConfig) -> dict:
     return input_fingerprint({"train manifest": run.manifest("train"), "dev manifest": run.manifest("dev")}, start)
 
 
+def _shard_streams(ft, train_rows: list[dict], dev_rows: list[dict], gpus: int) -> dict:
+    """NeMo's shard patterns for train and dev when they live in audio shards (else None each)."""
+    from avasr_cli.data.shards import is_sharded, nemo_patterns
+
+    out = {}
+    for name, rows in (("train", train_rows), ("dev", dev_rows)):
+        out[name] = nemo_patterns(rows, ft / f"{name}_shards") if rows and all(is_sharded(r) for r in rows) else None
+    return out
+
+
 def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, callbacks=()) -> FinetuneResult:
     """``callbacks``: extra Lightning callbacks for the fit (tests watch the real training loop with them)."""
     rep = rep or Reporter()
@@ -169,11 +179,15 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
             f"{len(train_rows)} train utterances ({total_hours(train_rows):.3f} h)")
 
     head_lr = cfg.lr * cfg.head_lr_ratio
+    streamed = _shard_streams(ft, train_rows, dev_rows, cfg.gpus)
+    if streamed["train"]:
+        rep.log(f"train and dev audio streamed from NeMo tarred shards (Lhotse loader, duration buckets)")
     model_cfg = build_config(decoder, bundle.preprocessor, bundle.encoder, ft / "tokenizer", train_manifest,
                              run.manifest("dev"), batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                              warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps, schedule=cfg.schedule,
                              workers=cfg.workers, spec_augment=cfg.spec_augment, max_duration=cfg.max_duration,
-                             lowest_lr=lowest_lr(cfg.lr, head_lr, cfg.layer_decay, int(bundle.encoder["n_layers"])))
+                             lowest_lr=lowest_lr(cfg.lr, head_lr, cfg.layer_decay, int(bundle.encoder["n_layers"])),
+                             train_shards=streamed["train"], dev_shards=streamed["dev"], seed=cfg.seed)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt_dir = ft / "checkpoints"
     encoder_sha = bundle.weights_sha256()
@@ -187,7 +201,9 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
         trainer = make_trainer(hw, max_steps=cfg.max_steps, ckpt_dir=ckpt_dir, every=cfg.val_every,
                                callbacks=[ReporterCallback(task), best, *callbacks], accumulate=cfg.accumulate,
                                val_every=min(cfg.val_every, cfg.max_steps), log_dir=ft / "tensorboard", resuming=resume is not None,
-                               distributed_sampler=True)  # NeMo's loaders: each rank its own part of the data
+                               # NeMo's map-style loaders: each rank its own part; its Lhotse loader shards itself
+                               distributed_sampler=not streamed["train"],
+                               epoch_batches=-(-len(train_rows) // (cfg.batch_size * hw.world_size)) if streamed["train"] else None)
         model = model_class(decoder)(cfg=OmegaConf.create(model_cfg), trainer=trainer)
         if use_cpu_tdt_loss(model) and hw.accelerator == "cpu":
             rep.log("TDT loss: avasr's PyTorch implementation (NeMo's is CUDA-only)")

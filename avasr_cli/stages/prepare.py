@@ -51,6 +51,9 @@ class PrepareConfig:
     max_duration: float = 20.0
     workers: int = 2
     shard_size: int = 256
+    # every source: one audio file per clip, or NeMo tarred shards of shard_clips clips (avasr_cli.data.shards)
+    audio_layout: str = "files"
+    shard_clips: int = 1000
     # manifest
     train: str = ""
     dev: str = ""
@@ -92,6 +95,10 @@ class PrepareConfig:
             problems.append(f"--workers must be between 1 and 256, got {self.workers}")
         if not 1 <= self.shard_size <= 100_000:
             problems.append(f"shard_size must be between 1 and 100,000, got {self.shard_size}")
+        if self.audio_layout not in ("files", "shards"):
+            problems.append(f"--audio-layout must be files or shards, got {self.audio_layout!r}")
+        if not 1 <= self.shard_clips <= 1_000_000:
+            problems.append(f"--shard-clips must be between 1 and 1,000,000, got {self.shard_clips}")
         if self.source == "vaani":
             for name in ("dataset", "transcribed_dataset"):
                 if not getattr(self, name).strip():
@@ -224,6 +231,9 @@ def run_prepare(run: RunDir, cfg: PrepareConfig, rep: Reporter | None = None, *,
                          "dev/test speakers must not appear in train or align; utterance ids must be unique")
     result = PrepareResult(lang=cfg.lang, source=cfg.source, corpus_dir=str(data.corpus_dir),
                            reused_cache=data.reused_cache)
+    if cfg.audio_layout == "shards":
+        data.splits = _pack(data, cfg, rep)
+    files = {s: files_on_disk(data.splits[s]) for s in SPLITS}
     for split in SPLITS:
         rows = data.splits[split]
         path = run.manifest(split)
@@ -244,8 +254,31 @@ def run_prepare(run: RunDir, cfg: PrepareConfig, rep: Reporter | None = None, *,
         utterances_by_gender={s: _count(r.get("gender", "unknown") for r in data.splits[s]) for s in SPLITS},
         hours_by_gender={s: _hours_by(data.splits[s], "gender") for s in SPLITS},
         districts={s: _count(_place(r) for r in data.splits[s]) for s in SPLITS},
-        disjointness=check, versions=_versions(__version__), **data.card))
+        disjointness=check, versions=_versions(__version__),
+        audio_layout=cfg.audio_layout, audio_files=files,
+        audio_files_per_10k_clips={s: round(files[s] * 10_000 / len(data.splits[s]), 1) if data.splits[s] else 0.0
+                                   for s in SPLITS}, **data.card))
     return result
+
+
+def _pack(data: SourceData, cfg: PrepareConfig, rep: Reporter) -> dict[str, list[dict]]:
+    """Each split's audio into NeMo tarred shards next to the corpus (reused when the rows are the same)."""
+    from avasr_cli.data.shards import content_key, pack_split
+
+    out = {}
+    for split in SPLITS:
+        rows = data.splits[split]
+        dest = Path(data.corpus_dir) / "shards" / f"{split}-{content_key(rows, cfg.shard_clips)}"
+        with rep.task(f"packing {split} audio into shards", total=len(rows), unit="clip") as task:
+            out[split] = pack_split(rows, dest, cfg.shard_clips)
+            task.advance(len(rows))
+    return out
+
+
+def files_on_disk(rows: list[dict]) -> int:
+    from avasr_cli.data.shards import files_on_disk as count
+
+    return count(rows)
 
 
 def _count(values) -> dict[str, int]:

@@ -25,6 +25,7 @@ and call :meth:`FeatureStore.lookup`. numpy only: no torch here.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -156,7 +157,8 @@ class FeatureStore:
             meta = json.loads((path / "store.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise InputError(f"{path} is not a feature store ({exc.__class__.__name__})",
-                             "run `avasr embed-images` to (re)build it") from exc
+                             f"restore {path / 'store.json'}, or delete {path} and rerun `avasr embed-images` "
+                             "(every run using this encoder re-embeds then)") from exc
         if meta.get("format") != STORE_FORMAT:
             raise InputError(f"feature store {path} has format {meta.get('format')!r}, expected {STORE_FORMAT}",
                              f"delete {path} and rerun `avasr embed-images`")
@@ -204,7 +206,8 @@ class FeatureStore:
                 bad.append(num)
                 continue
             for name in SHARD_FILES:
-                if sha256_file(shard / name) != files[name]["sha256"]:
+                expected = files.get(name, {}).get("sha256") if isinstance(files, dict) else None
+                if expected is None or sha256_file(shard / name) != expected:
                     self.damaged[str(shard)] = f"{name} does not match its checksum in index.json"
                     bad.append(num)
                     break
@@ -300,7 +303,9 @@ class FeatureStore:
                         raise FileExistsError(dest)
                     os.rename(tmp, dest)
                     break
-                except OSError:
+                except OSError as exc:
+                    if not isinstance(exc, FileExistsError) and exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                        raise  # not a taken number: retrying would loop for ever
                     num += 1
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

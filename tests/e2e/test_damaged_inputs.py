@@ -4,7 +4,8 @@ goes on with a warning naming it (an undecodable image is skipped and counted).
 
 The files are not listed by hand: each stage first runs once under a Python audit hook that records every
 file it opens for reading under the run directory and ``$AVASR_HOME`` (the audio named in the manifests
-is added: libsndfile opens it outside Python). Files of one kind (shards, images, manifests of one split
+is added: libsndfile opens it outside Python). Both audio layouts are walked: one file per clip, and
+NeMo tarred shards (``prepare --audio-layout shards``). Files of one kind (shards, images, manifests of one split
 pattern) are represented by the first of them. Then, for each file and each damage — cut to half its
 size, overwritten with random bytes, replaced by a directory, deleted — a fresh copy of the run directory and of
 ``$AVASR_HOME`` gets the damage and the stage runs again through the CLI's own entry point (in-process).
@@ -76,8 +77,8 @@ def restore(state: Path, work: Path) -> tuple[Path, Path]:
     return work / "home", work / "run"
 
 
-@pytest.fixture(scope="module")
-def states(tmp_path_factory):
+@pytest.fixture(scope="module", params=["files", "shards"])
+def states(tmp_path_factory, request):
     """(work, states): the run directory and AVASR_HOME as each stage finds them (``states[stage]``, the
     state before it), to be put back at ``work`` for each case."""
     root = tmp_path_factory.mktemp("damage")
@@ -90,7 +91,8 @@ def states(tmp_path_factory):
             if stage != "prepare":
                 out[stage] = root / f"before-{stage}"
                 shutil.copytree(work, out[stage], symlinks=True)
-            args = ["prepare", *PREP] if stage == "prepare" else STAGES[stage]
+            args = ["prepare", *PREP, "--audio-layout", request.param, "--shard-clips", "5"] if stage == "prepare" \
+                else STAGES[stage]
             code, err = cli(mp, cap, home, run, args)
             assert code == 0, err[-3000:]
     finally:
@@ -207,3 +209,20 @@ def test_every_file_a_stage_reads_damaged_in_turn(stage, states, monkeypatch, ca
                 failures.append(f"{name}:{rel} {what}: {problem}")
     print(f"\n{stage}: {len(files)} files x {len(DAMAGES)} damages\n" + "\n".join(report))
     assert not failures, "\n".join(failures)
+
+
+def test_the_hint_repairs_a_damaged_feature_shard(states, monkeypatch, capsys):
+    """align names the damaged shard and says to rerun embed-images; that very command (same options, no
+    --force) repairs the store instead of reporting the stage as finished, and align then runs."""
+    work, states = states
+    home, run = restore(states["align"], work)
+    shard = next((home / "features").glob("*/shard-*"))
+    truncate(shard / "patches.npy")
+    code, err = cli(monkeypatch, capsys, home, run, STAGES["align"])
+    assert code != 0 and shard.name in err and "avasr embed-images" in err, err
+    code, err = cli(monkeypatch, capsys, home, run, STAGES["embed-images"])
+    assert code == 0 and "already finished" not in err and f"removed damaged feature shard {shard}" in err, err
+    code, err = cli(monkeypatch, capsys, home, run, STAGES["align"])
+    assert code == 0, err[-2000:]
+    code, err = cli(monkeypatch, capsys, home, run, STAGES["embed-images"])  # whole again: skipped
+    assert code == 0 and "already finished" in err, err
