@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
         freeze_layers: Annotated[int, typer.Option(help="Freeze the subsampling and the first N conformer layers (0 = update all, as in the paper).")] = 0,
         siglip_bias: Annotated[str, typer.Option(help="siglip: initial logit bias, or auto = the log prior odds of a positive pair in the global batch, -ln(batch × processes - 1) (SigLIP's -10 is that prior at ~32 k).")] = "auto",
         heldout_images: Annotated[float, typer.Option(help="Fraction of images held out for recall@k before/after.")] = 0.1,
+        recall_pairs: Annotated[int, typer.Option(help="At most this many held-out pairs (and as many training pairs) are scored for recall@k.")] = 1000,
         seed: Annotated[int, typer.Option(help="Seed for init, data order and held-out split.")] = 0,
         gpus: GpusOption = 0,
         nodes: NodesOption = 1,
@@ -72,7 +73,7 @@ def register(app: typer.Typer) -> None:
         cfg = AlignConfig(objective=objective, vision=vision, loss=loss, init=init, max_steps=max_steps,
                           batch_size=batch_size, accumulate=accumulate, lr=lr, warmup_steps=warmup_steps,
                           head_lr_ratio=head_lr_ratio, layer_decay=layer_decay, align_layer=align_layer,
-                          freeze_layers=freeze_layers, heldout_images=heldout_images, seed=seed, gpus=gpus,
+                          freeze_layers=freeze_layers, heldout_images=heldout_images, recall_pairs=recall_pairs, seed=seed, gpus=gpus,
                           nodes=nodes, cpu_procs=cpu_procs, precision=precision, checkpoint_every=checkpoint_every,
                           workers=workers, resume=resume, ssl_mask_prob=ssl_mask_prob, ssl_block_size=ssl_block_size,
                           ssl_codebook_size=ssl_codebook_size, siglip_bias=bias)

@@ -257,27 +257,36 @@ def files_on_disk(rows: list[dict]) -> int:
 _NEMO_BRACES = "([<)]>"
 
 
-def nemo_patterns(rows: list[dict], dest: Path) -> tuple[str, str, int]:
+def nemo_patterns(rows: list[dict], dest: Path, rank: int = 0, world: int = 1) -> tuple[str, str, int]:
     """NeMo's ``(manifest_filepath, tarred_audio_filepaths, clips)`` for ``rows`` (all in one split's shard
-    directory): a manifest per shard of just these rows is written under ``dest`` (a subset such as
-    ``finetune --train-hours`` leaves other clips of a shard out; the loader skips them)."""
+    directory), for process ``rank`` of ``world``: that rank's shards are ``r, r + W, …`` (disjoint parts
+    whose union is the split, as NeMo's ``shard_strategy: scatter``), linked under ``dest/rank<r>`` with
+    their own numbering and a manifest each of just these rows (a subset such as ``finetune --train-hours``
+    leaves other clips of a shard out; the loader skips them). ``world`` 1: every shard."""
     dirs = shard_dirs(rows)
     if len(dirs) != 1 or not all(is_sharded(r) for r in rows):
         raise InputError(f"{len(dirs)} shard directories in one split", "rerun `avasr prepare --force`")
     directory, n = dirs[0], len(read_index(dirs[0])["shards"])
-    for path in (directory, Path(dest)):
+    mine = list(range(rank, n, world))
+    if not mine:
+        raise InputError(f"{directory} has {n} audio shard(s) for {world} processes: a process would get none",
+                         "prepare with a smaller --shard-clips (at least one shard per process), or use fewer processes")
+    dest = Path(dest) / f"rank{rank}"
+    for path in (directory, dest):
         if any(c in str(path) for c in _NEMO_BRACES):
             raise InputError(f"{path} holds one of {_NEMO_BRACES}, which NeMo's shard patterns read as braces",
                              "move the run directory or AVASR_HOME to a path without those characters")
-    dest = Path(dest)
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
-    by_shard: dict[int, list[dict]] = {i: [] for i in range(n)}
+    by_shard: dict[int, list[dict]] = {sid: [] for sid in mine}
     for r in rows:
-        by_shard[int(r["shard_id"])].append(r)
-    for sid, part in by_shard.items():
-        with open(dest / f"manifest_{sid}.json", "w", encoding="utf-8") as fh:
-            for r in part:
-                fh.write(json.dumps({k: v for k, v in r.items() if k not in TAR_FIELDS}, ensure_ascii=False) + "\n")
-    span = f"_OP_0..{n - 1}_CL_"
-    return str(dest / f"manifest_{span}.json"), str(directory / f"audio_{span}.tar"), len(rows)
+        if int(r["shard_id"]) in by_shard:
+            by_shard[int(r["shard_id"])].append(r)
+    for k, sid in enumerate(mine):
+        os.symlink(directory / f"audio_{sid}.tar", dest / f"audio_{k}.tar")
+        with open(dest / f"manifest_{k}.json", "w", encoding="utf-8") as fh:
+            for r in by_shard[sid]:
+                row = {key: v for key, v in r.items() if key not in TAR_FIELDS}
+                fh.write(json.dumps(dict(row, shard_id=k), ensure_ascii=False) + "\n")
+    span = f"_OP_0..{len(mine) - 1}_CL_"
+    return str(dest / f"manifest_{span}.json"), str(dest / f"audio_{span}.tar"), sum(map(len, by_shard.values()))

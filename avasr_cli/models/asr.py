@@ -74,13 +74,15 @@ def build_config(decoder: str, preprocessor: dict, encoder: dict, tokenizer_dir:
                  dev_manifest: Path, *, batch_size: int, lr: float, weight_decay: float, warmup_steps: int,
                  max_steps: int, schedule: str, workers: int, spec_augment: bool, max_duration: float,
                  pred_hidden: int | None = None, lowest_lr: float | None = None, train_shards: tuple | None = None,
-                 dev_shards: tuple | None = None, seed: int = 0) -> dict:
+                 dev_shards: tuple | None = None, seed: int = 0, rank: int = 0) -> dict:
     """A NeMo model config for ``decoder`` on top of ``encoder``. ``lowest_lr``: the smallest peak rate of
     any parameter group (the schedule's floor stays below it; default ``lr``).
 
     ``train_shards`` / ``dev_shards``: ``(manifest pattern, tar pattern, clips)`` of a split in NeMo's
     tarred audio layout (``avasr prepare --audio-layout shards``): that split is then streamed by NeMo's
-    Lhotse data loader, shards shuffled and clips drawn into duration buckets of ``batch_size`` clips."""
+    Lhotse data loader, shards shuffled and clips drawn into duration buckets of ``batch_size`` clips.
+    ``rank``: this process's global rank (its shuffle seed; under DDP ``train_shards`` are already this
+    rank's own disjoint part, :func:`avasr_cli.data.shards.nemo_patterns`)."""
     if decoder not in DECODERS:
         raise ConfigError(f"--decoder {decoder!r} is not one of {', '.join(DECODERS)}", "see `avasr finetune --help`")
     d_model = int(encoder["d_model"])
@@ -95,7 +97,7 @@ def build_config(decoder: str, preprocessor: dict, encoder: dict, tokenizer_dir:
         "tokenizer": {"dir": str(tokenizer_dir), "type": "bpe"},
         "train_ds": dict(ds, manifest_filepath=str(train_manifest), shuffle=True, max_duration=max_duration,
                          min_duration=0.1) if train_shards is None else
-        _streamed(ds, train_shards, train=True, seed=seed, max_duration=max_duration),
+        _streamed(ds, train_shards, train=True, seed=seed * 1_000_003 + rank, max_duration=max_duration),
         "validation_ds": dict(ds, manifest_filepath=str(dev_manifest), shuffle=False) if dev_shards is None else
         _streamed(ds, dev_shards, train=False, seed=seed, max_duration=max_duration),
         "preprocessor": dict(copy.deepcopy(preprocessor), pad_to=0),

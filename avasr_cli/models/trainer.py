@@ -300,6 +300,18 @@ class PruneCheckpoints(pl.Callback):
             old.unlink(missing_ok=True)
 
 
+def launch_rank(devices: int) -> int:
+    """This process's global rank as its launcher set it (Lightning's children, torchrun, SLURM); 0 for the
+    process that starts the others."""
+    env = os.environ
+    if env.get("RANK", "").isdigit():
+        return int(env["RANK"])
+    if env.get("SLURM_PROCID", "").isdigit():
+        return int(env["SLURM_PROCID"])
+    node, local = env.get("NODE_RANK", "0"), env.get("LOCAL_RANK", "0")
+    return (int(node) if node.isdigit() else 0) * devices + (int(local) if local.isdigit() else 0)
+
+
 def launch_processes(gpus: int, nodes: int, cpu_procs: int, command: str):
     """Several processes for a stage that does not train (``embed-images``, ``evaluate``): a Lightning
     Fabric DDP launch, the same launcher as the Trainer's (``--gpus N``, ``--cpu-procs N``, ``--nodes M``,

@@ -51,6 +51,7 @@ class AlignConfig:
     align_layer: int = -1  # the conformer layer aligned (negative: from the last)
     freeze_layers: int = 0
     heldout_images: float = 0.1
+    recall_pairs: int = 1000  # held-out pairs (and as many training pairs) scored for recall: a fixed pool size
     seed: int = 0
     gpus: int = 0
     nodes: int = 1
@@ -88,6 +89,8 @@ class AlignConfig:
             problems.append("--batch-size must be at least 2 (contrastive losses need negatives)")
         if not 0.0 <= self.heldout_images < 0.5:
             problems.append("--heldout-images must be in [0, 0.5)")
+        if self.recall_pairs < 2:
+            problems.append(f"--recall-pairs must be at least 2 (got {self.recall_pairs})")
         if self.lr <= 0:
             problems.append("--lr must be positive")
         problems += group_problems(self.head_lr_ratio, self.layer_decay)
@@ -309,6 +312,9 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None, callba
                          loss_kwargs={"init_bias": siglip_init_bias(cfg, hw.world_size)} if cfg.loss == "siglip" else None)
     groups = summarise(module.param_groups())
     # recall on held-out pairs and on as many training pairs: memorising pairs vs alignment that generalises
+    # recall is scored on at most recall_pairs held-out pairs: its cost stays flat as the corpus grows, and
+    # chance (1 / images in the pool) stays comparable between corpus sizes
+    held_rows_all, held_rows = held_rows, _sample(held_rows, cfg.recall_pairs, cfg.seed)
     train_sample = _sample(train_rows, len(held_rows), cfg.seed)
     recalls: dict[str, dict | None] = {"heldout_before": None, "train_before": None}
     if cfg.objective == "image" and held_rows:
@@ -379,7 +385,7 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None, callba
         objective=cfg.objective, loss=cfg.loss if cfg.objective == "image" else None,
         vision=info.get("vision") or info.get("model_id"), init=bundle.source, steps=int(trainer.global_step),
         batch_size=cfg.batch_size, effective_batch=effective,
-        world_size=hw.world_size, train_pairs=len(train_rows), heldout_pairs=len(held_rows),
+        world_size=hw.world_size, train_pairs=len(train_rows), heldout_pairs=len(held_rows_all),
         final_loss=float(final_loss) if final_loss is not None else None, recall_before=recalls["heldout_before"],
         recall_after=recalls.get("heldout_after"), train_recall_before=recalls["train_before"],
         train_recall_after=recalls.get("train_after"), verdict=verdict, budget=budget,

@@ -114,14 +114,15 @@ def finetune_inputs(run: RunDir, cfg: FinetuneConfig) -> dict:
     return input_fingerprint({"train manifest": run.manifest("train"), "dev manifest": run.manifest("dev")}, start)
 
 
-def _shard_streams(ft, train_rows: list[dict], dev_rows: list[dict], gpus: int) -> dict:
-    """NeMo's shard patterns for train and dev when they live in audio shards (else None each)."""
+def _shard_streams(ft, train_rows: list[dict], dev_rows: list[dict], rank: int, world: int) -> dict:
+    """NeMo's shard patterns for train (this rank's disjoint part) and dev (all of it, so that every rank
+    scores the whole dev split) when they live in audio shards (else None each)."""
     from avasr_cli.data.shards import is_sharded, nemo_patterns
 
-    out = {}
-    for name, rows in (("train", train_rows), ("dev", dev_rows)):
-        out[name] = nemo_patterns(rows, ft / f"{name}_shards") if rows and all(is_sharded(r) for r in rows) else None
-    return out
+    sharded = {name: bool(rows) and all(is_sharded(r) for r in rows) for name, rows in (("train", train_rows), ("dev", dev_rows))}
+    return {"train": nemo_patterns(train_rows, ft / "train_shards", rank, world) if sharded["train"] else None,
+            # every shard, in a directory of this rank's own (the ranks write their links at once)
+            "dev": nemo_patterns(dev_rows, ft / "dev_shards" / f"for-rank{rank}", 0, 1) if sharded["dev"] else None}
 
 
 def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, callbacks=()) -> FinetuneResult:
@@ -137,6 +138,7 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
     from avasr_cli.models.asr import build_config, model_class, train_tokenizer, use_cpu_tdt_loss
     from avasr_cli.models.fastconformer import EncoderBundle, load_init
     from avasr_cli.models.param_groups import build_param_groups, lowest_lr, summarise, use_param_groups
+    from avasr_cli.models.trainer import launch_rank
     from avasr_cli.models.trainer import (BestWeights, ReporterCallback, checkpoints_for, make_trainer, quiet_libraries,
                                           resolve_hardware, teardown_distributed)
     from avasr_cli.run import write_jsonl_atomic
@@ -179,7 +181,7 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
             f"{len(train_rows)} train utterances ({total_hours(train_rows):.3f} h)")
 
     head_lr = cfg.lr * cfg.head_lr_ratio
-    streamed = _shard_streams(ft, train_rows, dev_rows, cfg.gpus)
+    streamed = _shard_streams(ft, train_rows, dev_rows, launch_rank(hw.devices), hw.world_size)
     if streamed["train"]:
         rep.log(f"train and dev audio streamed from NeMo tarred shards (Lhotse loader, duration buckets)")
     model_cfg = build_config(decoder, bundle.preprocessor, bundle.encoder, ft / "tokenizer", train_manifest,
@@ -187,7 +189,8 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
                              warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps, schedule=cfg.schedule,
                              workers=cfg.workers, spec_augment=cfg.spec_augment, max_duration=cfg.max_duration,
                              lowest_lr=lowest_lr(cfg.lr, head_lr, cfg.layer_decay, int(bundle.encoder["n_layers"])),
-                             train_shards=streamed["train"], dev_shards=streamed["dev"], seed=cfg.seed)
+                             train_shards=streamed["train"], dev_shards=streamed["dev"], seed=cfg.seed,
+                             rank=launch_rank(hw.devices))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt_dir = ft / "checkpoints"
     encoder_sha = bundle.weights_sha256()
@@ -203,6 +206,8 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
                                val_every=min(cfg.val_every, cfg.max_steps), log_dir=ft / "tensorboard", resuming=resume is not None,
                                # NeMo's map-style loaders: each rank its own part; its Lhotse loader shards itself
                                distributed_sampler=not streamed["train"],
+                               # an "epoch" of the endless streams: the train split once over all ranks (the
+                               # same count on every rank, as DDP needs)
                                epoch_batches=-(-len(train_rows) // (cfg.batch_size * hw.world_size)) if streamed["train"] else None)
         model = model_class(decoder)(cfg=OmegaConf.create(model_cfg), trainer=trainer)
         if use_cpu_tdt_loss(model) and hw.accelerator == "cpu":

@@ -156,3 +156,34 @@ def test_prepare_force_packs_just_the_damaged_shard_again(runs, twins):
     check_audio_files(run.manifest("align"), read_manifest(run.manifest("align")))
     assert open(tars[1], "rb").read() == good  # the same bytes again (deterministic packing)
     assert {t: os.stat(t).st_mtime_ns for t in tars if t != tars[1]} == {t: v for t, v in before.items() if t != tars[1]}
+
+
+def test_two_process_finetune_streams_disjoint_shards_that_cover_the_split(runs, tmp_path):
+    """Under DDP each rank streams its own shards (r, r + W, …, NeMo's scatter): over several passes no
+    clip reaches both ranks, and together they train on every clip of the split."""
+    import os
+    import subprocess
+    import sys
+
+    from test_finetune_ddp import DRIVER, _records
+
+    run = runs["shards"]
+    train = read_manifest(run.manifest("train"))
+    length = {len(read_clip(r)): int(r["shard_id"]) for r in train}
+    assert len(length) == len(train)  # clips tell apart by their length in samples
+    driver, out = tmp_path / "driver.py", tmp_path / "out"
+    driver.write_text(DRIVER)
+    out.mkdir()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.getcwd())
+    proc = subprocess.run([sys.executable, str(driver), str(run.root), str(out), "2", "12"], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    recs = _records(out)
+    seen = {rank: {k[0] for r in rs for k in r["keys"]} for rank, rs in recs.items()}
+    assert set(seen) == {"rank0", "rank1"}
+    for rank, lengths in seen.items():
+        shards = {length[n] for n in lengths}
+        assert shards <= {s for s in set(length.values()) if s % 2 == int(rank[-1])}, (rank, shards)
+    assert not seen["rank0"] & seen["rank1"] and seen["rank0"] | seen["rank1"] == set(length)
+    budget = json.loads((run.root / "finetune" / "budget.json").read_text())
+    assert budget["world_size"] == 2 and budget["effective_batch"] == 4

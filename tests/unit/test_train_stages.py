@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from avasr_cli.data.manifest import read_manifest
 from avasr_cli.errors import ConfigError, PrerequisiteError
 from avasr_cli.models.audio_data import BucketBatchSampler
 from avasr_cli.models.fastconformer import EncoderBundle, load_init
@@ -193,3 +194,22 @@ def test_bucket_sampler_seeds_never_share_an_epochs_order():
             orders[seed, epoch] = list(s)
     keys = list(orders)
     assert all(orders[a] != orders[b] for i, a in enumerate(keys) for b in keys[i + 1:])
+
+
+def test_recall_scores_at_most_recall_pairs_held_out_pairs(run):
+    """At scale the held-out set is thousands of pairs: recall is scored on a fixed-size sample of it (and as
+    many training pairs), so its cost does not grow with the corpus; training still never sees any of it."""
+    result = run_align(run, AlignConfig(**dict(TINY_ALIGN, heldout_images=0.3, recall_pairs=2)))
+    assert result.heldout_pairs > 2 and result.recall_after["num_pairs"] == 2
+    assert result.train_pairs + result.heldout_pairs == len([r for r in read_manifest(run.manifest("align"))
+                                                            if r.get("image_sha256")])
+
+
+def test_accumulation_adds_no_contrastive_negatives(run):
+    """Gradient accumulation sums the gradients of separate batches; each batch's loss only ever sees its
+    own negatives: the recorded effective (contrastive) batch is batch × world, the samples per update
+    batch × accumulate × world."""
+    result = run_align(run, AlignConfig(**dict(TINY_ALIGN, accumulate=2)))
+    budget = result.budget
+    assert result.effective_batch == TINY_ALIGN["batch_size"]
+    assert budget["samples_per_update"] == 2 * TINY_ALIGN["batch_size"] and budget["accumulate"] == 2
