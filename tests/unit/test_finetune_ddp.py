@@ -88,7 +88,10 @@ def test_two_node_launch_on_one_machine(run, tmp_path):
            "--workers", "0", "--nodes", "2", "--cpu-procs", "1", "--checkpoint-every", "3"]
     procs = []
     for node in (0, 1):
-        env = dict(os.environ, HF_HUB_OFFLINE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+        base = {k: v for k, v in os.environ.items()  # nothing an earlier in-process run left behind
+                if k not in ("AVASR_RUN_DIR", "RANK", "GROUP_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+                and not k.startswith(("PL_", "SLURM_", "TORCHELASTIC_"))}
+        env = dict(base, HF_HUB_OFFLINE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                    NODE_RANK=str(node), LOCAL_RANK="0", WORLD_SIZE="2")
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outs = [p.communicate(timeout=900)[0] for p in procs]
