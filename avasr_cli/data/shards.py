@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Iterable
 
 from avasr_cli.errors import InputError
+from avasr_cli.run import sha256_file, write_json_atomic
 
 INDEX = "index.json"
 LAYOUT_VERSION = 1
@@ -77,14 +78,14 @@ def pack_split(rows: list[dict], dest: Path, clips_per_shard: int) -> list[dict]
         for sid, shard in enumerate(record["shards"]):
             if _shard_problem(dest, shard):
                 record["shards"][sid] = _repack(dest, sid, chunks[sid])
-        _write_index(dest, record)
+        write_json_atomic(dest / INDEX, record)
         return read_rows(dest)
     shutil.rmtree(dest, ignore_errors=True)  # absent, or another content under the same name
     tmp = dest.with_name(f".tmp-{dest.name}-{os.getpid()}-{time.time_ns()}")
     tmp.mkdir(parents=True)
     try:
         shards = [_write_shard(tmp, dest, sid, chunk) for sid, chunk in enumerate(chunks)]
-        _write_index(tmp, {"format": LAYOUT_VERSION, "key": key, "clips": len(rows),
+        write_json_atomic(tmp / INDEX, {"format": LAYOUT_VERSION, "key": key, "clips": len(rows),
                            "clips_per_shard": clips_per_shard, "shards": shards})
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -95,12 +96,6 @@ def pack_split(rows: list[dict], dest: Path, clips_per_shard: int) -> list[dict]
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return read_rows(dest)
-
-
-def _write_index(directory: Path, record: dict) -> None:
-    tmp = directory / f".{INDEX}.tmp"
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, directory / INDEX)
 
 
 def _write_shard(where: Path, dest: Path, sid: int, chunk: list[dict]) -> dict:
@@ -123,8 +118,8 @@ def _write_shard(where: Path, dest: Path, sid: int, chunk: list[dict]) -> dict:
                        tar_offset=offset, tar_size=size)
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     return {"shard_id": sid, "tar": tar_name, "manifest": manifest_name, "clips": len(entries),
-            "bytes": (where / tar_name).stat().st_size, "sha256": _sha256(where / tar_name),
-            "manifest_sha256": _sha256(where / manifest_name)}
+            "bytes": (where / tar_name).stat().st_size, "sha256": sha256_file(where / tar_name),
+            "manifest_sha256": sha256_file(where / manifest_name)}
 
 
 def _repack(dest: Path, sid: int, chunk: list[dict]) -> dict:
@@ -149,19 +144,13 @@ def _shard_problem(directory: Path, shard: dict) -> str | None:
         return "missing"
     if tar.stat().st_size != shard["bytes"]:
         return "size"
-    if _sha256(manifest) != shard.get("manifest_sha256"):
+    if sha256_file(manifest) != shard.get("manifest_sha256"):
         return "manifest"
     try:
         _members(tar)
     except InputError:
         return "unreadable"
     return None
-
-
-def _sha256(path: Path) -> str:
-    from avasr_cli.run import sha256_file
-
-    return sha256_file(path)
 
 
 def read_index(directory: Path) -> dict:
@@ -211,7 +200,7 @@ def check_shards(manifest: Path | str, rows: list[dict], *, full: bool = False) 
                 raise InputError(f"audio shard {tar} is {size} bytes, its index {directory / INDEX} says "
                                  f"{shard['bytes']} (cut short or replaced)",
                                  "restore it, or rerun `avasr prepare --force`: it packs just the damaged shards again")
-            if full and _sha256(tar) != shard["sha256"]:
+            if full and sha256_file(tar) != shard["sha256"]:
                 raise InputError(f"audio shard {tar} does not match its checksum in {directory / INDEX}",
                                  "restore it, or rerun `avasr prepare --force`: it packs just the damaged shards again")
             sizes[str(tar)] = _members(tar)

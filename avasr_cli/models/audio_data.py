@@ -12,11 +12,12 @@ from avasr_cli.errors import InputError
 
 def read_clip(row: dict, sample_rate: int = 16000) -> np.ndarray:
     """A manifest row's audio: its file, or its bytes inside an audio shard (``avasr_cli.data.shards``)."""
-    if "tar_filepath" not in row:
+    from avasr_cli.data.shards import is_sharded, read_member
+
+    if not is_sharded(row):
         return read_audio(row["audio_filepath"], sample_rate)
     import io
 
-    from avasr_cli.data.shards import read_member
 
     return read_audio(io.BytesIO(read_member(row)), sample_rate, name=f"{row['tar_filepath']}:{row['audio_filepath']}")
 

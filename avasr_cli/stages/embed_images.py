@@ -39,10 +39,6 @@ class EmbedConfig:
     nodes: int = 1
     cpu_procs: int = 1  # with gpus 0: CPU processes, mostly for testing
 
-    @property
-    def world_size(self) -> int:
-        return max(self.gpus, self.cpu_procs if self.gpus == 0 else 1) * self.nodes
-
     def validate(self) -> None:
         from avasr_cli.vision.registry import REGISTRY, is_known
 
@@ -111,15 +107,26 @@ def embed_inputs(run: RunDir, cfg: EmbedConfig) -> dict:
     from avasr_cli.run import input_fingerprint
     from avasr_cli.vision.store import FeatureStore
 
-    out = input_fingerprint({p.name: p for p in sorted(run.data.glob("*.jsonl"))})
     try:
         record = json.loads((run.root / "features.json").read_text(encoding="utf-8"))
         store = FeatureStore.open(record["store"])
         shards = record.get("shards") if isinstance(record.get("shards"), dict) else {}
-        held = sum(1 for name in shards if (store.path / name).is_dir() and str(store.path / name) not in store.damaged)
     except (OSError, ValueError, KeyError, TypeError, AvasrError):
-        return {**out, "feature store": "unreadable"}
-    return {**out, "store shards lost or damaged": len(shards) - held, "damaged shards in the store": len(store.damaged)}
+        return {**input_fingerprint(_manifests(run)), "feature store": "unreadable"}
+    return _inputs(run, store, shards)
+
+
+def _manifests(run: RunDir) -> dict:
+    return {p.name: p for p in sorted(run.data.glob("*.jsonl"))}
+
+
+def _inputs(run: RunDir, store, shards: dict) -> dict:
+    """The manifests' hashes and the health of ``store``'s ``shards`` (shard name → images of this run)."""
+    from avasr_cli.run import input_fingerprint
+
+    held = sum(1 for name in shards if (store.path / name).is_dir() and str(store.path / name) not in store.damaged)
+    return {**input_fingerprint(_manifests(run)), "store shards lost or damaged": len(shards) - held,
+            "damaged shards in the store": len(store.damaged)}
 
 
 def resolve_vision(run: RunDir, cfg: EmbedConfig) -> str:
@@ -302,17 +309,16 @@ def run_embed_images(run: RunDir, cfg: EmbedConfig, rep: Reporter | None = None)
         raise InputError(f"none of the {len(skipped)} images named in {run.data} can be decoded "
                          f"(first: {skipped[0]['path']}: {skipped[0]['reason']})",
                          "check the image files (a file that opens but fails to decode is corrupt)")
+    shards = store.shards_of(images)
     result = EmbedResult(
         vision=vision, store=str(store.path), store_key=store_key(key), model_id=info.model_id, revision=info.revision,
         **_describe(info), dim=store.dim, num_patches=store.num_patches,
         grid=list(store.meta.get("grid") or []), layer=info.layer, pooling=info.pooling, patch_pool=cfg.patch_pool,
         dtype="float16", device=device, images=len(images), embedded=embedded,
         cached=len(images) - embedded - len(skipped_shas & set(images)), skipped=len(skipped), skipped_images=skipped,
-        rows_without_image=no_image, shards=store.shards_of(images), inputs={}, processes=world, seconds=round(seconds, 3),
+        rows_without_image=no_image, shards=shards, inputs=_inputs(run, store, shards), processes=world, seconds=round(seconds, 3),
         images_per_s=round(embedded / seconds, 2) if seconds > 0 else 0.0,
     )
-    write_json_atomic(run.root / "features.json", dataclasses.asdict(result))
-    result.inputs = embed_inputs(run, cfg)
     write_json_atomic(run.root / "features.json", dataclasses.asdict(result))
     return result
 

@@ -112,11 +112,10 @@ def _transcribe_shared(fabric, model, paths: list[str], cfg: EvaluateConfig, tas
 def _audio(row: dict):
     """What NeMo's ``transcribe`` gets for a row: its file's path, or for a clip inside an audio shard the
     decoded samples (NeMo transcribes arrays the same way; the shard is read by offset, in manifest order)."""
-    if "tar_filepath" not in row:
-        return row["audio_filepath"]
+    from avasr_cli.data.shards import is_sharded
     from avasr_cli.models.audio_data import read_clip
 
-    return read_clip(row)
+    return read_clip(row) if is_sharded(row) else row["audio_filepath"]
 
 
 def interleave(parts: list[list], n: int) -> list:

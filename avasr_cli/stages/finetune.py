@@ -138,9 +138,8 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
     from avasr_cli.models.asr import build_config, model_class, train_tokenizer, use_cpu_tdt_loss
     from avasr_cli.models.fastconformer import EncoderBundle, load_init
     from avasr_cli.models.param_groups import build_param_groups, lowest_lr, summarise, use_param_groups
-    from avasr_cli.models.trainer import launch_rank
-    from avasr_cli.models.trainer import (BestWeights, ReporterCallback, checkpoints_for, make_trainer, quiet_libraries,
-                                          resolve_hardware, teardown_distributed)
+    from avasr_cli.models.trainer import (BestWeights, ReporterCallback, checkpoints_for, launch_rank, make_trainer,
+                                          quiet_libraries, resolve_hardware, teardown_distributed)
     from avasr_cli.run import write_jsonl_atomic
     from avasr_cli.stages.align import resolve_init
 
@@ -181,7 +180,8 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
             f"{len(train_rows)} train utterances ({total_hours(train_rows):.3f} h)")
 
     head_lr = cfg.lr * cfg.head_lr_ratio
-    streamed = _shard_streams(ft, train_rows, dev_rows, launch_rank(hw.devices), hw.world_size)
+    rank = launch_rank(hw.devices)
+    streamed = _shard_streams(ft, train_rows, dev_rows, rank, hw.world_size)
     if streamed["train"]:
         rep.log(f"train and dev audio streamed from NeMo tarred shards (Lhotse loader, duration buckets)")
     model_cfg = build_config(decoder, bundle.preprocessor, bundle.encoder, ft / "tokenizer", train_manifest,
@@ -190,7 +190,7 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
                              workers=cfg.workers, spec_augment=cfg.spec_augment, max_duration=cfg.max_duration,
                              lowest_lr=lowest_lr(cfg.lr, head_lr, cfg.layer_decay, int(bundle.encoder["n_layers"])),
                              train_shards=streamed["train"], dev_shards=streamed["dev"], seed=cfg.seed,
-                             rank=launch_rank(hw.devices))
+                             rank=rank)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt_dir = ft / "checkpoints"
     encoder_sha = bundle.weights_sha256()

@@ -233,6 +233,8 @@ def run_prepare(run: RunDir, cfg: PrepareConfig, rep: Reporter | None = None, *,
                            reused_cache=data.reused_cache)
     if cfg.audio_layout == "shards":
         data.splits = _pack(data, cfg, rep)
+    from avasr_cli.data.shards import files_on_disk
+
     files = {s: files_on_disk(data.splits[s]) for s in SPLITS}
     for split in SPLITS:
         rows = data.splits[split]
@@ -273,12 +275,6 @@ def _pack(data: SourceData, cfg: PrepareConfig, rep: Reporter) -> dict[str, list
             out[split] = pack_split(rows, dest, cfg.shard_clips)
             task.advance(len(rows))
     return out
-
-
-def files_on_disk(rows: list[dict]) -> int:
-    from avasr_cli.data.shards import files_on_disk as count
-
-    return count(rows)
 
 
 def _count(values) -> dict[str, int]:
