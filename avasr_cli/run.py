@@ -180,7 +180,10 @@ class RunDir:
         return rec
 
     def record_stage(self, name: str, config: Any, result: Any) -> None:
-        """Write the stage record last: a stage without a record is unfinished."""
+        """Write the stage record last: a stage without a record is unfinished. It holds the stage's options,
+        its result, and the stack and machine it ran on (:func:`avasr_cli.env.environment`)."""
+        from avasr_cli.env import environment
+
         record = self.load()
         record["avasr_version"] = __version__
         record["stages"][name] = {
@@ -188,6 +191,7 @@ class RunDir:
             "result": dataclasses.asdict(result) if dataclasses.is_dataclass(result) else result,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "command": " ".join(sys.argv),
+            "environment": environment(),
         }
         # a redone stage invalidates every stage that consumed its output
         for later in STAGE_ORDER[STAGE_ORDER.index(name) + 1 :] if name in STAGE_ORDER else ():

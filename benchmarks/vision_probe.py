@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ATTRS = ("count", "colour", "shape", "background")
+ATTRS = ("count", "size", "colour", "shape", "layout", "background")
 LAMBDAS = (1e-1, 1.0, 1e1, 1e2, 1e3, 1e4)
 
 
@@ -47,8 +47,8 @@ def scenes(cfg) -> tuple[list, dict]:
             continue
         seen.add(scene["index"])
         images.append(Image.open(io.BytesIO(render_scene(scene, item["seed"]))).convert("RGB"))
-        n, colour, shape = scene["groups"][0]
-        for a, v in zip(ATTRS, (n, colour, shape, scene["bg"])):
+        n, size, colour, shape = scene["groups"][0]
+        for a, v in zip(ATTRS, (n, str(size), colour, shape, scene["layout"], scene["bg"])):
             labels[a].append(v)
     return images, labels
 

@@ -3,12 +3,17 @@
 #
 #   stage 0  avasr pretrain          a self-supervised FastConformer (NeMo NEST/BEST-RQ) on a pool of
 #                                    built-in speech with its own speakers and sentences (cached, once)
-#   stage 1  the arms × SEEDS        direct, align:<vision>/clip, align:<vision>/maxsim, audio-only,
-#                                    all from that pretrained encoder, same data and budgets
+#   stage 1  the arms × SEEDS        direct, direct with equal compute (fine-tuned for as many more
+#                                    steps as align takes), align:<vision>/clip, align:<vision>/maxsim,
+#                                    align:<vision>/clip on SHUFFLED pairs (the negative control),
+#                                    audio-only; all from that pretrained encoder, same data and budgets
 #                                    (recipes/vaani_paper.sh with SOURCE=builtin)
 #   stage 2  data efficiency         WER vs transcribed hours (HOURS_SEEDS): direct, aligned, audio-only
 #                                    (recipes/data_efficiency.sh with SOURCE=builtin)
-#   stage 3  one compare table       two-level seed × speaker intervals, markdown and a plot
+#   stage 3  compare                 two-level seed × voice intervals, the alignment stage's recall,
+#                                    errors by word class (depicted words against the rest), markdown
+#                                    and plots; with DOCS=dir also written there with their provenance
+#                                    (the published figures: DOCS=docs/miniature, then `make readme`)
 #
 #   bash recipes/miniature_study.sh
 #   SEEDS="0 1" HOURS="0.05 0" ALIGN_STEPS=100 FT_STEPS=100 bash recipes/miniature_study.sh   # smaller
@@ -19,11 +24,12 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 
 AVASR_LANG="${AVASR_LANG:-kannada}"
-SEEDS="${SEEDS:-0 1 2}"
+SEEDS="${SEEDS:-0 1 2 3 4}"
 HOURS="${HOURS:-0.05 0}"                   # transcribed hours for the curve (0 = all of train: 0.18 h)
 HOURS_SEEDS="${HOURS_SEEDS:-0}"            # seeds of the curve (each point is 3 fine-tuning runs)
 VISION="${VISION:-efficientnet-lite0}"
 LOSSES="${LOSSES:-clip maxsim}"
+CONTROLS="${CONTROLS:-shuffled equal-compute}"  # the negative control and the equal-compute direct arm
 ALIGN_STEPS="${ALIGN_STEPS:-400}"
 FT_STEPS="${FT_STEPS:-400}"
 BATCH="${BATCH:-16}"
@@ -31,6 +37,7 @@ DECODER="${DECODER:-ctc}"                  # ctc keeps 2 CPU cores fast; the pap
 PRETRAIN_ARGS="${PRETRAIN_ARGS:-}"         # e.g. "--num-clips 400 --max-steps 50" for a quick try
 PREPARE_ARGS="${PREPARE_ARGS:-}"
 RUNS="${RUNS:-runs/miniature}"
+DOCS="${DOCS:-}"                           # also write the tables and plots here (e.g. docs/miniature)
 GPUS="${GPUS:-0}"
 stage="${stage:-0}"
 stop_stage="${stop_stage:-3}"
@@ -45,7 +52,8 @@ common=(LANGS="$AVASR_LANG" SOURCE=builtin INIT=auto PREPARE_ARGS="$PREPARE_ARGS
         ALIGN_STEPS="$ALIGN_STEPS" FT_STEPS="$FT_STEPS" BATCH="$BATCH" DECODER="$DECODER" GPUS="$GPUS" NODES=1)
 if [[ $stage -le 1 && $stop_stage -ge 1 ]]; then
   echo "== stage 1: direct, align ($LOSSES) and audio-only for seeds $SEEDS"
-  env "${common[@]}" SEEDS="$SEEDS" LOSSES="$LOSSES" RUNS="$RUNS/arms" stop_stage=4 bash "$here/vaani_paper.sh"
+  env "${common[@]}" SEEDS="$SEEDS" LOSSES="$LOSSES" CONTROLS="$CONTROLS" RUNS="$RUNS/arms" stop_stage=4 \
+    bash "$here/vaani_paper.sh"
 fi
 if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
   echo "== stage 2: WER against transcribed hours ($HOURS), with and without alignment"

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Reproduce the paper's study, then go past it: for each language and seed, the direct fine-tuning
 # baseline, image alignment with each vision encoder and loss, the audio-only control with the same
-# budget, fine-tuning and evaluation of every arm, then one `avasr compare` per language.
+# budget, and the two controls a positive effect needs before anyone may believe it (CONTROLS): the
+# negative control (alignment on SHUFFLED pairs, for the first vision encoder and loss) and the
+# equal-compute direct arm (fine-tuned for FT_STEPS + ALIGN_STEPS); fine-tuning and evaluation of every
+# arm, then one `avasr compare` per language.
 #
 # Edit the variables below (or set them in the environment) and run:
 #   bash recipes/vaani_paper.sh                      # everything
@@ -44,6 +47,7 @@ read -r -a LANGS <<< "${LANGS:-kannada hindi}"          # Vaani language names
 read -r -a SEEDS <<< "${SEEDS:-0 1 2}"                  # align + finetune seeds (the data stay fixed)
 read -r -a VISION <<< "${VISION:-siglip2 clip qwen3vl}" # vision encoders (registry names, hub ids, dirs)
 read -r -a LOSSES <<< "${LOSSES:-clip maxsim}"          # alignment losses: clip siglip maxsim
+CONTROLS="${CONTROLS:-shuffled equal-compute}"          # either, both or none ("")
 SOURCE="${SOURCE:-vaani}"                               # vaani | builtin
 PREPARE_ARGS="${PREPARE_ARGS:---max-align-hours 100}"   # extra prepare options (e.g. --dataset DIR)
 INIT="${INIT:-nvidia/ssl_en_nest_large_v1.0}"          # start encoder: NeMo name, .nemo, encoder dir, tiny
@@ -64,12 +68,14 @@ stop_stage="${stop_stage:-5}"
 run_dir() { echo "$RUNS/$1/$2-s$3"; }        # language, arm, seed
 arms() {                                     # every arm of the study
   echo direct
+  if [[ " $CONTROLS " == *" equal-compute "* ]]; then echo direct-equal-compute; fi
   echo audio-only
   local v l
   for v in "${VISION[@]}"; do for l in "${LOSSES[@]}"; do echo "align-${v//\//_}-$l"; done; done
+  if [[ " $CONTROLS " == *" shuffled "* ]]; then echo "align-${VISION[0]//\//_}-${LOSSES[0]}-shuffled"; fi
 }
-arm_vision() { local a="${1#align-}"; a="${a%-*}"; echo "${a//_//}"; }
-arm_loss() { echo "${1##*-}"; }
+arm_vision() { local a="${1#align-}"; a="${a%-shuffled}"; a="${a%-*}"; echo "${a//_//}"; }
+arm_loss() { local a="${1%-shuffled}"; echo "${a##*-}"; }
 
 for lang in "${LANGS[@]}"; do
   for seed in "${SEEDS[@]}"; do
@@ -83,11 +89,12 @@ for lang in "${LANGS[@]}"; do
       if [[ $arm == align-* && $stage -le 1 && $stop_stage -ge 1 ]]; then
         avasr -r "$dir" embed-images --vision "$(arm_vision "$arm")"
       fi
-      if [[ $arm != direct && $stage -le 2 && $stop_stage -ge 2 ]]; then
+      if [[ $arm != direct* && $stage -le 2 && $stop_stage -ge 2 ]]; then
         if [[ $arm == audio-only ]]; then
           objective=(--objective audio-only)
         else
           objective=(--vision "$(arm_vision "$arm")" --loss "$(arm_loss "$arm")")
+          if [[ $arm == *-shuffled ]]; then objective+=(--pairs shuffled); fi
         fi
         # shellcheck disable=SC2086
         avasr -r "$dir" align "${objective[@]}" --init "$INIT" --max-steps "$ALIGN_STEPS" \
@@ -97,9 +104,11 @@ for lang in "${LANGS[@]}"; do
       fi
       if [[ $stage -le 3 && $stop_stage -ge 3 ]]; then
         init=()
-        [[ $arm == direct ]] && init=(--init "$INIT")
+        steps=$FT_STEPS
+        [[ $arm == direct* ]] && init=(--init "$INIT")
+        [[ $arm == direct-equal-compute ]] && steps=$((FT_STEPS + ALIGN_STEPS))  # as many steps as an aligned arm
         # shellcheck disable=SC2086
-        avasr -r "$dir" finetune "${init[@]}" --decoder "$DECODER" --max-steps "$FT_STEPS" \
+        avasr -r "$dir" finetune "${init[@]}" --decoder "$DECODER" --max-steps "$steps" \
           --batch-size "$BATCH" --lr "$FT_LR" --warmup-steps "$FT_WARMUP" --head-lr-ratio "$FT_HEAD_LR_RATIO" \
           --layer-decay "$LAYER_DECAY" --seed "$seed" --gpus "$GPUS" --nodes "$NODES" $EXTRA_FT_ARGS
       fi

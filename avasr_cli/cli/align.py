@@ -15,6 +15,7 @@ def register(app: typer.Typer) -> None:
         vision: Annotated[str, typer.Option(help="Vision encoder whose cached features are the target (must match embed-images; auto = the run's).")] = "auto",
         objective: Annotated[str, typer.Option(help="image (the method) or audio-only (the control: NeMo masked-token prediction, same audio and steps).")] = "image",
         loss: Annotated[str, typer.Option(help="clip (InfoNCE), siglip (pairwise sigmoid) or maxsim (frame×patch late interaction).")] = "clip",
+        pairs: Annotated[str, typer.Option(help="true, or shuffled: the negative control (each training clip paired with another clip's image; same clips, images, batches and budget; held-out recall still on true pairs).")] = "true",
         init: Annotated[str, typer.Option(help="Start encoder: a .nemo file, a NeMo pretrained name, or tiny/small/medium; builtin-ssl = the built-in pretrained encoder (`avasr pretrain`). auto = builtin-ssl on the built-in corpus when built, else a random tiny encoder.")] = "auto",
         max_steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 300,
         batch_size: Annotated[int, typer.Option(help="Pairs per process per step.")] = 16,
@@ -61,6 +62,8 @@ def register(app: typer.Typer) -> None:
             avasr align --align-layer 8 --head-lr-ratio 2 --layer-decay 0.9
 
             avasr -r runs/audio-only align --objective audio-only
+
+            avasr -r runs/shuffled align --pairs shuffled     # the negative control
         """
         from avasr_cli.errors import ConfigError
         from avasr_cli.stages.align import AlignConfig, align_inputs, describe, run_align
@@ -70,7 +73,7 @@ def register(app: typer.Typer) -> None:
         except ValueError:
             raise ConfigError(f"--siglip-bias {siglip_bias!r} is neither auto nor a number", "e.g. --siglip-bias -10") from None
 
-        cfg = AlignConfig(objective=objective, vision=vision, loss=loss, init=init, max_steps=max_steps,
+        cfg = AlignConfig(objective=objective, vision=vision, loss=loss, pairs=pairs, init=init, max_steps=max_steps,
                           batch_size=batch_size, accumulate=accumulate, lr=lr, warmup_steps=warmup_steps,
                           head_lr_ratio=head_lr_ratio, layer_decay=layer_decay, align_layer=align_layer,
                           freeze_layers=freeze_layers, heldout_images=heldout_images, recall_pairs=recall_pairs, seed=seed, gpus=gpus,

@@ -1,11 +1,12 @@
 """Oracle image features for the built-in corpus: the positive control of the alignment stage.
 
-A built-in picture shows one or two groups of objects, each a (count, colour, shape); its sentence says
-exactly that. The oracle feature of a picture encodes those facts and nothing else (not the background,
-which is never spoken): each group is a one-hot (count | colour | shape) vector, mapped through a fixed
-random matrix into ``dim`` dimensions, with a little noise. ``pooled`` is the map of both groups
-concatenated (the second group all zeros when absent); the two ``patches`` are the groups on their own
-(the "empty" group being its own fixed vector), so ``maxsim`` can match frames to objects.
+A built-in picture shows one or two groups of objects, each a (count, size, colour, shape), in a layout;
+its sentence says that (and sometimes words no picture shows). The oracle feature of a picture encodes
+the groups and the layout and nothing else (not the background, which few sentences name): each group is
+a one-hot (count | size | colour | shape) vector, mapped through a fixed random matrix into ``dim``
+dimensions, with a little noise. ``pooled`` is the map of both groups and the layout concatenated (the
+second group all zeros when absent); the two ``patches`` are the groups on their own (the "empty" group
+being its own fixed vector), so ``maxsim`` can match frames to objects.
 
 If the alignment stage works, these features must drive its loss well below ``ln(batch)`` and held-out
 recall far above chance; with ``shuffle=True`` (every picture gets another picture's feature) held-out
@@ -28,7 +29,8 @@ ORACLE_LABEL = "scene oracle (count/colour/shape one-hots; positive control, not
 
 
 def scene_of_utterances(prepare_config: dict) -> dict[str, dict]:
-    """utt_id → scene (``groups`` of (count, colour, shape), ``bg``) of the built-in corpus a run prepared."""
+    """utt_id → scene (``groups`` of (count, size, colour, shape), ``layout``, ``bg``) of the built-in corpus
+    a run prepared."""
     from avasr_cli.data.builtin import CorpusConfig, plan
 
     if prepare_config.get("source", "builtin") != "builtin":
@@ -39,26 +41,31 @@ def scene_of_utterances(prepare_config: dict) -> dict[str, dict]:
     return {item["utt_id"]: item["scene"] for item in plan(cfg)}
 
 
+SIZES = (None, "big", "small")
+LAYOUTS = ("free", "middle", "left-right", "top-bottom")
+
+
 def _group_onehot(group, counts: int, colours: list[str], shapes: list[str]) -> np.ndarray:
-    v = np.zeros(counts + len(colours) + len(shapes), dtype=np.float32)
+    v = np.zeros(counts + len(SIZES) + len(colours) + len(shapes), dtype=np.float32)
     if group is not None:
-        n, colour, shape = group
+        n, size, colour, shape = group
         v[int(n) - 1] = 1.0
-        v[counts + colours.index(colour)] = 1.0
-        v[counts + len(colours) + shapes.index(shape)] = 1.0
+        v[counts + SIZES.index(size)] = 1.0
+        v[counts + len(SIZES) + colours.index(colour)] = 1.0
+        v[counts + len(SIZES) + len(colours) + shapes.index(shape)] = 1.0
     return v
 
 
 def oracle_vectors(scenes: list[dict], lang: str, dim: int = 64, noise: float = 0.05,
                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``scenes`` → (pooled [N, dim], patches [N, 2, dim]) float32."""
-    from avasr_cli.data.builtin import LANGUAGES, RGB
+    from avasr_cli.data.builtin.lexicon import COLOURS, SHAPES
 
-    colours, shapes = list(RGB), list(LANGUAGES[lang].shapes)
-    counts = 4
-    width = counts + len(colours) + len(shapes)
+    colours, shapes = list(COLOURS), list(SHAPES)
+    counts = 6
+    width = counts + len(SIZES) + len(colours) + len(shapes)
     rng = np.random.default_rng([seed, 97])
-    w_pooled = rng.standard_normal((2 * width, dim)).astype(np.float32) / np.sqrt(2 * width)
+    w_pooled = rng.standard_normal((2 * width + len(LAYOUTS), dim)).astype(np.float32) / np.sqrt(2 * width)
     w_patch = rng.standard_normal((width, dim)).astype(np.float32) / np.sqrt(width)
     empty = rng.standard_normal(dim).astype(np.float32) / np.sqrt(width)
     pooled = np.zeros((len(scenes), dim), dtype=np.float32)
@@ -66,7 +73,9 @@ def oracle_vectors(scenes: list[dict], lang: str, dim: int = 64, noise: float = 
     for i, scene in enumerate(scenes):
         groups = [tuple(g) for g in scene["groups"]] + [None]
         one = [_group_onehot(g, counts, colours, shapes) for g in groups[:2]]
-        pooled[i] = np.concatenate(one) @ w_pooled
+        layout = np.zeros(len(LAYOUTS), dtype=np.float32)
+        layout[LAYOUTS.index(scene.get("layout", "free"))] = 1.0
+        pooled[i] = np.concatenate(one + [layout]) @ w_pooled
         patches[i, 0] = one[0] @ w_patch
         patches[i, 1] = one[1] @ w_patch if groups[1] is not None else empty
     pooled += noise * rng.standard_normal(pooled.shape).astype(np.float32)

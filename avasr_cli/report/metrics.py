@@ -55,16 +55,20 @@ def score(
     speakers: list[str] | None = None,
     extra: dict[str, list[str]] | None = None,
     lang: str | None = None,
+    groups: list[str] | None = None,
 ) -> dict:
     """Score hypotheses against references (both normalised here); see the module docstring.
 
-    ``speakers`` and each list in ``extra`` (e.g. ``{"gender": [...], "district": [...]}``) give one
+    ``groups``: each utterance's speaker group, the independent unit a bootstrap resamples (a voice of the
+    built-in corpus; default: the speaker). ``speakers`` and each list in ``extra`` (e.g. ``{"gender": [...], "district": [...]}``) give one
     value per utterance and produce a breakdown; missing values are grouped as ``unknown``.
     """
     n = len(refs)
     lists = {"hyps": hyps, "utt_ids": utt_ids}
     if speakers is not None:
         lists["speakers"] = speakers
+    if groups is not None:
+        lists["groups"] = groups
     for key, values in (extra or {}).items():
         lists[f"extra[{key!r}]"] = values
     bad = [f"{name} has {len(v)}" for name, v in lists.items() if len(v) != n]
@@ -74,6 +78,7 @@ def score(
     nrefs = [normalize_for_scoring(r or "", lang) for r in refs]
     nhyps = [normalize_for_scoring(h or "", lang) for h in hyps]
     spk = [str(s) if s not in (None, "") else UNKNOWN for s in speakers] if speakers is not None else [UNKNOWN] * n
+    grp = [str(g) if g not in (None, "") else s for g, s in zip(groups, spk)] if groups is not None else spk
 
     utterances: list[dict] = []
     words_total = {"ref": 0, "hits": 0, "substitutions": 0, "insertions": 0, "deletions": 0}
@@ -99,6 +104,7 @@ def score(
             utterances.append({
                 "utt_id": str(utt_ids[i]),
                 "speaker": spk[i],
+                "group": grp[i],
                 "ref": nrefs[i],
                 "hyp": nhyps[i],
                 "ref_words": ref_words,

@@ -2,8 +2,8 @@
 
 WER/CER are shown in percent; ΔWER and its interval in percentage points (negative = better than the
 baseline). ``x ± s`` is the mean and sample standard deviation over a row's seeds. "CI over" says what the
-interval resamples: ``seed×speaker`` (training seeds and test speakers) or ``speaker`` (test speakers
-only, one seed per side); "Δ per seed" lists WER(row, seed) − WER(baseline, seed) for the seeds both
+interval resamples: ``seed×<unit>`` (training seeds and the test set's independent unit: its speakers,
+or on the built-in corpus its voices) or ``<unit>`` (that unit only, one seed per side); "Δ per seed" lists WER(row, seed) − WER(baseline, seed) for the seeds both
 share, when they share two or more.
 """
 
@@ -121,9 +121,13 @@ def _interval_kinds(result) -> set[str]:
 def _caption(result) -> str:
     base = f"baseline: {result.baseline}" if result.baseline else "no baseline"
     kinds = _interval_kinds(result)
-    what = {"seed×speaker": "training seeds and test speakers resampled",
-            "speaker": "test speakers resampled"}.get(next(iter(kinds)) if len(kinds) == 1 else "",
-                                                      "'CI over' says what is resampled")
+    kind = next(iter(kinds)) if len(kinds) == 1 else ""
+    if kind.startswith("seed×"):
+        what = f"training seeds and test {kind[len('seed×'):]}s resampled"
+    elif kind:
+        what = f"test {kind}s resampled"
+    else:
+        what = "'CI over' says what is resampled"
     test = (f"paired bootstrap ({what}), {result.n_resamples} resamples, seed {result.seed}"
             if result.n_resamples else "no bootstrap")
     return f"split {result.split}; {base}; {test}"
@@ -263,7 +267,8 @@ def plot_compare(result, path: str) -> None:
     many = len(rows) > 6
     ax.set_xticklabels(ticks, rotation=30 if many else 0, ha="right" if many else "center", fontsize=8)
     ax.set_ylabel(f"WER on {split} (%)")
-    over = "seed×speaker" if any(r.get("interval") == "seed×speaker" for r in rows) else "speaker"
+    kinds = [r["interval"] for r in rows if r.get("interval")]
+    over = next((k for k in kinds if k.startswith("seed×")), kinds[0] if kinds else "speaker")
     ax.set_title(f"WER per arm (95% CI, {result.n_resamples} {over} resamples)" if result.n_resamples else "WER per arm")
     tops = [max([r[f"wer_{split}"]] + [w for w in r["run_wers"] if w is not None]
                 + ([r["wer_ci_high"]] if r["wer_ci_high"] is not None else []))

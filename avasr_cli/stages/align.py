@@ -15,6 +15,7 @@ from avasr_cli.run import RunDir, write_json_atomic
 
 OBJECTIVES = ("image", "audio-only")
 LOSS_NAMES = ("clip", "siglip", "maxsim")
+PAIRS = ("true", "shuffled")
 
 
 # the masked-token objective's settings (NeMo's NEST recipe), shared by `align --objective audio-only`
@@ -39,6 +40,7 @@ class AlignConfig:
     objective: str = "image"
     vision: str = "auto"
     loss: str = "clip"
+    pairs: str = "true"  # shuffled: the negative control (every clip paired with another clip's image)
     init: str = "auto"
     max_steps: int = 300
     batch_size: int = 16
@@ -84,6 +86,10 @@ class AlignConfig:
             problems.append(f"--objective {self.objective!r} is not one of {', '.join(OBJECTIVES)}")
         if self.loss not in LOSS_NAMES:
             problems.append(f"--loss {self.loss!r} is not one of {', '.join(LOSS_NAMES)}")
+        if self.pairs not in PAIRS:
+            problems.append(f"--pairs {self.pairs!r} is not one of {', '.join(PAIRS)}")
+        elif self.pairs == "shuffled" and self.objective != "image":
+            problems.append("--pairs shuffled applies only to the image objective (the audio-only control has no pairs)")
         problems += at_least_one(self, ("max_steps", "batch_size", "accumulate", "checkpoint_every", "cpu_procs", "nodes"))
         if self.batch_size < 2:
             problems.append("--batch-size must be at least 2 (contrastive losses need negatives)")
@@ -186,6 +192,30 @@ def split_heldout(rows: list[dict], fraction: float, seed: int) -> tuple[list[di
     return [r for r in rows if r.get("image_sha256") not in held], [r for r in rows if r.get("image_sha256") in held]
 
 
+def shuffle_pairs(rows: list[dict], seed: int) -> tuple[list[dict], int]:
+    """The negative control: the same clips and the same images, each clip paired with the image of another
+    clip of the pool (a seeded derangement of the image column, repaired so that no clip keeps an image it
+    was recorded with, e.g. the one its second description shares). Returns the rows and how many clips
+    could not be given a foreign image (0 unless one image holds most of the pool)."""
+    import numpy as np
+
+    n = len(rows)
+    order = np.random.default_rng([seed, 43]).permutation(n)
+    own = [r.get("image_sha256") for r in rows]
+    new = list(own)
+    for k in range(n):  # a cyclic shift along a random order: a derangement of positions
+        new[order[k]] = own[order[(k + 1) % n]]
+    for i in range(n):  # two descriptions of one image: a shift can hand a clip its own image back
+        if new[i] != own[i]:
+            continue
+        for j in (int(x) for x in np.random.default_rng([seed, 44, i]).permutation(n)):
+            if new[j] != own[i] and new[i] != own[j]:
+                new[i], new[j] = new[j], new[i]
+                break
+    left = sum(a == b for a, b in zip(new, own))
+    return [dict(r, image_sha256=sha, true_image_sha256=r.get("image_sha256")) for r, sha in zip(rows, new)], left
+
+
 def load_features(run: RunDir, cfg: AlignConfig, rows: list[dict]) -> tuple[dict[str, int], dict]:
     """Check the run's feature store covers ``rows`` → (image sha → int id, features.json)."""
     from avasr_cli.vision.store import FeatureStore
@@ -267,6 +297,7 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None, callba
     import torch
 
     from avasr_cli.data.manifest import check_audio_files, read_manifest
+    from avasr_cli.env import make_deterministic
     from avasr_cli.models.align_module import AlignModule, resolve_layer, retrieval_recall
     from avasr_cli.models.fastconformer import load_init, state_sha256
     from avasr_cli.models.param_groups import summarise
@@ -286,6 +317,11 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None, callba
                          f"({cfg.batch_size} x {hw.world_size} processes)", "lower --batch-size or prepare more data")
     check_audio_files(run.manifest("align"), rows)  # before any training: a lost or cut clip is named here
     train_rows, held_rows = split_heldout(rows, cfg.heldout_images, cfg.seed)
+    true_pairs_left = None
+    if cfg.pairs == "shuffled":  # held-out pairs stay true: recall on them must stay at chance
+        train_rows, true_pairs_left = shuffle_pairs(train_rows, cfg.seed)
+        rep.log(f"negative control: the {len(train_rows)} training clips are paired with other clips' images "
+                f"({true_pairs_left} kept a true image)")
     index, info = {}, {}
     if cfg.objective == "image":  # checked before the encoder loads: a bad feature store fails fast
         index, info = load_features(run, cfg, rows)
@@ -302,7 +338,7 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None, callba
     if info:
         rep.log(f"vision features: {info.get('label') or info.get('model_id')} (dim {info['dim']}, "
                 f"{info.get('num_patches')} patches, {len(index)} images)")
-    torch.manual_seed(cfg.seed)
+    make_deterministic(cfg.seed)
     module = AlignModule(bundle, objective=cfg.objective, loss=cfg.loss, vision_dim=int(info.get("dim", 0)),
                          rows=train_rows, image_index=index, store_path=info.get("store"), batch_size=cfg.batch_size,
                          lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps,
@@ -330,7 +366,7 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None, callba
     resume = checkpoints_for(ckpt_dir, asdict(cfg), rep, inputs)
     if resume:
         rep.log(f"resuming from {resume}")
-    torch.manual_seed(cfg.seed)  # both objectives enter training with the same random state
+    make_deterministic(cfg.seed)  # both objectives enter training with the same random state
     start = time.time()
     with rep.task(f"align ({cfg.objective}{'' if cfg.objective != 'image' else ', ' + cfg.loss})", total=cfg.max_steps) as task:
         progress = ReporterCallback(task)
@@ -363,6 +399,7 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None, callba
     bundle.state_dict = module.encoder_state()
     effective = cfg.batch_size * hw.world_size  # the contrastive negatives of one step
     budget = {"objective": cfg.objective, "loss": cfg.loss if cfg.objective == "image" else None,
+              "pairs": cfg.pairs if cfg.objective == "image" else None, "true_pairs_left": true_pairs_left,
               "vision": info.get("vision") or info.get("model_id"), "max_steps": cfg.max_steps,
               "steps": int(trainer.global_step), "batch_size": cfg.batch_size, "accumulate": cfg.accumulate,
               "world_size": hw.world_size, "sync_batchnorm": hw.sync_batchnorm, "effective_batch": effective,
@@ -376,6 +413,7 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None, callba
               "head_lr": module.hp["head_lr"], "layer_decay": cfg.layer_decay, "align_layer": layer,
               "encoder_layers": n_layers, "param_groups": groups}
     history_entry = {"stage": "align", "objective": cfg.objective, "loss": cfg.loss if cfg.objective == "image" else None,
+                     "pairs": cfg.pairs if cfg.objective == "image" else None,
                      "vision": info.get("vision") or info.get("model_id"), "vision_untrained": bool(info.get("untrained")),
                      "steps": cfg.max_steps, "effective_batch": effective, "init": bundle.source, "run": str(run.root),
                      "budget": budget}
@@ -429,6 +467,8 @@ _VERDICTS = {
 def describe(result: dict) -> str:
     r = result
     line = f"aligned encoder ({r['objective']}) after {r['steps']} steps → {r['encoder_dir']}"
+    if (r.get("budget") or {}).get("pairs") == "shuffled":
+        line += "\nnegative control: trained on SHUFFLED pairs (held-out recall is measured on true pairs)"
     if r.get("recall_after"):
         b, a = r["recall_before"], r["recall_after"]
         line += (f"\nheld-out audio→image R@1 {b['a2i_r@1']:.3f} → {a['a2i_r@1']:.3f}, "

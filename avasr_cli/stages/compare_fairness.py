@@ -8,6 +8,13 @@ Fine-tuning (flags ``budget``, ``tokenizer``, ``hours``; ``untrained-vision``)
     A row's fine-tuning budget (steps, effective batch, learning rate, schedule, decoder), tokenizer or
     amount of training data that differs from the baseline's is flagged and explained in a footnote.
 
+Environment (flag ``env``)
+    The stack and machine each run's fine-tuning (and align stage) ran on (:mod:`avasr_cli.env`): a row
+    whose environment differs from the baseline's in avasr's version or commit, torch, NeMo or Lightning,
+    Python, the CPU model or instruction set, the thread count, the GPUs or the determinism switch is
+    flagged, naming each difference; seeds of one row that ran on different stacks get a note. Figures
+    from two stacks can differ the way two seeds do (see :mod:`avasr_cli.env`).
+
 Continued pretraining (flag ``align-budget``)
     Every row with an align stage is held against a reference align row: the first ``audio-only`` row,
     else the first image row. Compared: :data:`ALIGN_COMPARED` (``init`` as a seed-free setting,
@@ -92,8 +99,10 @@ def start_encoder(info: dict):
     return info.get("init_setting")
 
 
-def finetune_flags(row_runs: list[Run], base_runs: list[Run] | None, label: str) -> tuple[list[str], list[str]]:
-    """Flags of one row against the baseline row, and their footnotes."""
+def finetune_flags(row_runs: list[Run], base_runs: list[Run] | None, label: str,
+                   ignore: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
+    """Flags of one row against the baseline row, and their footnotes (``ignore``: budget keys meant to
+    differ, the equal-compute arm's ``max_steps``)."""
     flags: list[str] = []
     notes: list[str] = []
     info = row_runs[0].info
@@ -109,7 +118,7 @@ def finetune_flags(row_runs: list[Run], base_runs: list[Run] | None, label: str)
         return flags, notes
     ref = base_runs[0].info
     diffs = [f"{k} {fmt(info[k])} vs {fmt(ref[k])}" for k in _BUDGET_KEYS
-             if info[k] is not None and ref[k] is not None and info[k] != ref[k]]
+             if k not in ignore and info[k] is not None and ref[k] is not None and info[k] != ref[k]]
     if diffs:
         flags.append("budget")
         notes.append(f"[budget] {label}: finetune budget differs from the baseline's ({'; '.join(diffs)})")
@@ -128,6 +137,32 @@ def finetune_flags(row_runs: list[Run], base_runs: list[Run] | None, label: str)
         flags.append("hours")
         notes.append(f"[hours] {label}: trained on {float(h):.3g} h vs the baseline's {float(bh):.3g} h")
     return flags, notes
+
+
+# ---------------------------------------------------------------------------------------- environment
+def _run_env_diffs(a: Run, b: Run) -> list[str]:
+    from avasr_cli.env import differences
+
+    out = differences(a.info.get("environment"), b.info.get("environment"))
+    out += [f"align {d}" for d in differences(a.info.get("align_environment"), b.info.get("align_environment"))]
+    return out
+
+
+def environment_flags(row_runs: list[Run], base_runs: list[Run] | None, label: str) -> tuple[list[str], list[str]]:
+    """``env`` when the row's runs ran on another stack than the baseline's first run, and a note when a
+    row's own seeds ran on different stacks."""
+    notes: list[str] = []
+    inner = sorted({d for r in row_runs[1:] for d in _run_env_diffs(r, row_runs[0])})
+    if inner:
+        notes.append(f"{label}: its runs ran on different stacks ({'; '.join(inner)})")
+    if base_runs is None or base_runs is row_runs:
+        return [], notes
+    diffs = sorted({d for r in row_runs for d in _run_env_diffs(r, base_runs[0])})
+    if not diffs:
+        return [], notes
+    notes.append(f"[env] {label}: ran on another stack than the baseline ({'; '.join(diffs)}); figures from two "
+                 "stacks can differ the way two seeds do")
+    return ["env"], notes
 
 
 # ---------------------------------------------------------------------------------- continued pretraining

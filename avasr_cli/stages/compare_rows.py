@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from avasr_cli.errors import ConfigError
-from avasr_cli.stages.compare_fairness import align_budget_diffs, align_reference, align_row_budget, finetune_flags
+from avasr_cli.stages.compare_fairness import (align_budget_diffs, align_reference, align_row_budget,
+                                               environment_flags, finetune_flags)
 from avasr_cli.stages.compare_runs import DASH, GROUP_KEYS, Run, fmt
 from avasr_cli.stages.compare_stats import mean_std, seed_deltas
 
@@ -33,7 +34,13 @@ def resolve_baseline(baseline: str | None, groups: list[list[Run]], notes: list[
         notes.append("no `direct` run among the runs: no ΔWER (pass --baseline RUN_OR_ARM)")
         return None
     if len(direct) > 1:
-        best = max(direct, key=lambda gi: len(groups[gi]))
+        # the direct row fine-tuned like the other arms (not the equal-compute one), else the largest
+        steps = [g[0].info["max_steps"] for g in groups if g[0].info["arm"] != "direct"]
+        usual = max(set(steps), key=steps.count) if steps else None
+        matching = [gi for gi in direct if groups[gi][0].info["max_steps"] == usual]
+        if len(matching) == 1:
+            return matching[0]
+        best = max(matching or direct, key=lambda gi: len(groups[gi]))
         notes.append(f"{len(direct)} `direct` rows with different settings; baseline: "
                      f"{', '.join(r.name for r in groups[best])} (pass --baseline to choose)")
         return best
@@ -61,6 +68,25 @@ def row_labels(groups: list[list[Run]]) -> list[str]:
         if seen[lab] > 1:
             labels[i] = f"{lab} #{seen[lab]}"
     return labels
+
+
+def equal_compute_rows(groups: list[list[Run]], base: int | None, ref: int | None) -> dict[int, int]:
+    """Direct rows (other than the baseline) fine-tuned for the baseline's steps plus exactly the align
+    steps of the reference continued-pretraining row, at the same batch: row index → those extra steps."""
+    if base is None or ref is None:
+        return {}
+    b, a = groups[base][0].info, groups[ref][0].info["align_budget"] or {}
+    extra = a.get("max_steps")
+    out = {}
+    for gi, g in enumerate(groups):
+        info = g[0].info
+        if gi == base or info["arm"] != "direct" or not isinstance(extra, int):
+            continue
+        if (isinstance(info["max_steps"], int) and isinstance(b["max_steps"], int)
+                and info["max_steps"] == b["max_steps"] + extra and info["effective_batch"] == b["effective_batch"]
+                and a.get("effective_batch") == b["effective_batch"]):
+            out[gi] = extra
+    return out
 
 
 def _steps_by_batch(steps: Any, batch: Any) -> str:
@@ -112,13 +138,29 @@ def build_rows(groups: list[list[Run]], base: int | None, splits: list[str], spl
     against the reference align row); ΔWER as the difference of mean WERs."""
     labels = row_labels(groups)
     base_runs = groups[base] if base is not None else None
+    ref = align_reference(groups)
+    extra = equal_compute_rows(groups, base, ref)
+    for gi, steps in extra.items():
+        labels[gi] = f"direct (equal compute: +{steps} steps)"
+    directs = [gi for gi, g in enumerate(groups) if g[0].info["arm"] == "direct"]
+    if extra and base in directs and set(directs) - {base} <= set(extra):
+        labels[base] = "direct"  # the one direct row that is not an equal-compute one
     rows = []
     for gi, (g, label) in enumerate(zip(groups, labels)):
         row = make_row(g, label, base_runs, gi == base, splits, split)
-        row["flags"], fnotes = finetune_flags(g, base_runs if base_runs is not None else groups[0], label)
-        notes.extend(fnotes)
+        # the equal-compute arm's longer fine-tuning is the point of the arm, not an unfair budget
+        row["flags"], fnotes = finetune_flags(g, base_runs if base_runs is not None else groups[0], label,
+                                              ignore=("max_steps",) if gi in extra else ())
+        if gi in extra:
+            row["equal_compute"] = True
+            b_steps = groups[base][0].info["max_steps"]
+            notes.append(f"[equal-compute] {label}: the direct baseline's {b_steps} fine-tuning steps plus as many "
+                         f"as the continued-pretraining arms' {extra[gi]} align steps, at the same batch: as many "
+                         "training steps as an aligned arm, without the images")
+        env_flags, env_notes = environment_flags(g, base_runs, label)
+        row["flags"] += env_flags
+        notes.extend(fnotes + env_notes)
         rows.append(row)
-    ref = align_reference(groups)
     for gi, row in enumerate(rows):
         if ref is None or gi == ref or row["align_budget"] is None:
             continue

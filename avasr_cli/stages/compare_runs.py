@@ -24,7 +24,7 @@ DASH = "—"
 # continued-pretraining settings that must match for runs to share a row (seeds and hashes aside)
 ALIGN_SETTING_KEYS = ("max_steps", "effective_batch", "samples_per_update", "lr", "weight_decay", "warmup_steps",
                       "schedule", "init", "freeze_layers", "ssl", "head_lr", "layer_decay", "align_layer",
-                      "train_pairs", "precision", "siglip_init_bias")
+                      "train_pairs", "precision", "siglip_init_bias", "pairs")
 
 # SigLIP's own initial bias, which every siglip run used before --siglip-bias (and did not record)
 LEGACY_SIGLIP_BIAS = -10.0
@@ -138,6 +138,8 @@ def run_info(record: dict, root: Path) -> dict:
         layer, n_layers = (abudget or {}).get("align_layer"), (abudget or {}).get("encoder_layers")
         if isinstance(layer, int) and isinstance(n_layers, int) and layer != n_layers - 1:
             arm += f"@L{layer}"  # an intermediate conformer layer was aligned (--align-layer)
+        if (abudget or {}).get("pairs") == "shuffled":
+            arm += "+shuffled"  # the negative control: images permuted among the clips
     batch = first(budget.get("batch_size"), fcfg.get("batch_size"))
     hours = first(budget.get("train_hours"), fres.get("train_hours"))
     init = first(fres.get("init"), fcfg.get("init"), acfg.get("init"))
@@ -166,6 +168,9 @@ def run_info(record: dict, root: Path) -> dict:
         "tokenizer": fres.get("tokenizer_sha256"),
         "lang": prep.get("lang"),
         "source": prep.get("source"),
+        # the stack the trained model came from: fine-tuning's (and the align stage's, when it differs)
+        "environment": get(stages, "finetune", "environment"),
+        "align_environment": get(align, "environment") if isinstance(align, dict) else None,
     }
     for k in ALIGN_SETTING_KEYS:
         info[f"align_{k}"] = abudget.get(k) if abudget is not None else None

@@ -33,6 +33,19 @@ from avasr_cli.stages.compare_runs import Run
 SEED_SPEAKER, SPEAKER = "seed×speaker", "speaker"
 
 
+def interval_names(unit: str) -> tuple[str, str]:
+    """("seed×<unit>", "<unit>"): what the two intervals resample, for a test set whose independent unit
+    is ``unit`` (``speaker``, or ``voice`` on the built-in corpus)."""
+    return f"seed×{unit}", unit
+
+
+def group_of(utt: dict) -> str | None:
+    """The resampled unit of a report's utterance: its speaker group (a voice on the built-in corpus), or
+    for reports written before groups its speaker; ``None`` (a group of its own) when unknown."""
+    value = utt.get("group") or utt.get("speaker")
+    return None if value in (None, "", "unknown") else value
+
+
 def mean_std(values: list) -> tuple[float | None, float | None]:
     vals = [float(v) for v in values if v is not None]
     if not vals:
@@ -91,7 +104,13 @@ def add_bootstrap(groups: list[list[Run]], rows: list[dict], base: int | None, s
     utts = groups[ref][0].reports[split]["utterances"]
     order = [u["utt_id"] for u in utts]
     pos = {u: i for i, u in enumerate(order)}
-    speakers = [None if u.get("speaker") in (None, "", "unknown") else u["speaker"] for u in utts]
+    speakers = [group_of(u) for u in utts]
+    units = {(r.reports[split].get("group_unit") or "speaker") for gi in usable for r in groups[gi]}
+    unit = units.pop() if len(units) == 1 else "speaker"
+    if len(units) > 1:
+        notes.append(f"the runs' reports resample different units ({', '.join(sorted(units | {unit}))}): the "
+                     f"intervals resample the baseline's groups")
+    seed_kind, one_kind = interval_names(unit)
     others = [gi for gi in usable if gi != ref]
     arrays = [_per_run_arrays(groups[gi], split, order, pos) for gi in [ref, *others]]
     ids = [[r.info["seed"] for r in groups[gi]] for gi in [ref, *others]]
@@ -108,7 +127,7 @@ def add_bootstrap(groups: list[list[Run]], rows: list[dict], base: int | None, s
                                     speakers, n_resamples=n_resamples, seed=seed)
     several = len(groups[ref]) > 1
     rows[ref].update(wer_ci_low=two[0]["baseline_ci_low"], wer_ci_high=two[0]["baseline_ci_high"],
-                     interval=SEED_SPEAKER if several else SPEAKER)
+                     interval=seed_kind if several else one_kind)
     paired = base is not None and ref == base
     half: list[str] = []  # rows whose comparison has several seeds on one side only
     unpaired: list[str] = []  # rows with several seeds on both sides, but not the baseline's seed numbers
@@ -116,11 +135,11 @@ def add_bootstrap(groups: list[list[Run]], rows: list[dict], base: int | None, s
         row = rows[gi]
         row.update(wer_ci_low=res["wer_ci_low"], wer_ci_high=res["wer_ci_high"])
         if not paired:
-            row["interval"] = SEED_SPEAKER if len(groups[gi]) > 1 else SPEAKER
+            row["interval"] = seed_kind if len(groups[gi]) > 1 else one_kind
             continue
         row.update(delta_wer=res["delta"], ci_low=res["ci_low"], ci_high=res["ci_high"], p_value=res["p_value"],
                    speaker_ci_low=res1["ci_low"], speaker_ci_high=res1["ci_high"], speaker_p_value=res1["p_value"],
-                   interval=SEED_SPEAKER if several or len(groups[gi]) > 1 else SPEAKER)
+                   interval=seed_kind if several or len(groups[gi]) > 1 else one_kind)
         if several != (len(groups[gi]) > 1):
             half.append(row["label"])
         if several and len(groups[gi]) > 1:
@@ -128,10 +147,10 @@ def add_bootstrap(groups: list[list[Run]], rows: list[dict], base: int | None, s
             if row["seed_pairing"] == "independent":
                 unpaired.append(row["label"])
     if half and several:
-        notes.append(f"{', '.join(half)}: one seed, so the seed×speaker interval against the baseline covers "
+        notes.append(f"{', '.join(half)}: one seed, so the {seed_kind} interval against the baseline covers "
                      "only the baseline's seed-to-seed spread")
     elif half:
-        notes.append(f"the baseline has one seed, so the seed×speaker intervals of {', '.join(half)} cover only "
+        notes.append(f"the baseline has one seed, so the {seed_kind} intervals of {', '.join(half)} cover only "
                      "their own seed-to-seed spread")
     if unpaired:
         notes.append(f"{', '.join(unpaired)}: seed numbers differ from the baseline's, so seeds are drawn "

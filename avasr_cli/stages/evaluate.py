@@ -152,6 +152,7 @@ def run_evaluate(run: RunDir, cfg: EvaluateConfig, rep: Reporter | None = None) 
     model = model.to(device).eval()
     main = fabric is None or fabric.global_rank == 0
     lang = (run.stage("prepare") or {}).get("config", {}).get("lang")
+    unit = group_unit(run)
     result = EvaluateResult(model=str(model_path), model_sha256=sha256_file(model_path))
     for split in cfg.splits:
         manifest = run.manifest(split)
@@ -168,8 +169,9 @@ def run_evaluate(run: RunDir, cfg: EvaluateConfig, rep: Reporter | None = None) 
         extra = {k: [str(r.get(k, "")) for r in rows] for k in ("gender", "district") if any(k in r for r in rows)}
         scored = score([r["text"] for r in rows], hyps, utt_ids=[r.get("utt_id", str(i)) for i, r in enumerate(rows)],
                        speakers=[str(r.get("speaker", "")) for r in rows] if any("speaker" in r for r in rows) else None,
-                       extra=extra or None, lang=lang)
-        report = dict(scored, split=split, manifest=str(manifest), manifest_sha256=sha256_file(manifest),
+                       extra=extra or None, lang=lang,
+                       groups=[str(r.get("speaker_group") or r.get("speaker") or "") for r in rows])
+        report = dict(scored, split=split, group_unit=unit, manifest=str(manifest), manifest_sha256=sha256_file(manifest),
                       checkpoint=str(model_path), checkpoint_sha256=result.model_sha256,
                       decoder=ft["result"].get("decoder") if cfg.decoder == "default" else "ctc")
         write_jsonl_atomic(run.reports / f"hyps-{split}.jsonl",
@@ -187,6 +189,19 @@ def run_evaluate(run: RunDir, cfg: EvaluateConfig, rep: Reporter | None = None) 
         if not main:
             raise SystemExit(0)  # rank 0 writes the reports and records the stage
     return result
+
+
+def group_unit(run: RunDir) -> str:
+    """What a row's ``speaker_group`` is (the data card's ``speaker_group_unit``): ``voice`` on the built-in
+    corpus, ``speaker`` elsewhere (and for runs prepared before groups existed)."""
+    import json
+
+    try:
+        card = json.loads((run.data / "data_card.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "speaker"
+    unit = card.get("speaker_group_unit") if isinstance(card, dict) else None
+    return unit if isinstance(unit, str) and unit else "speaker"
 
 
 def describe(result: dict) -> str:

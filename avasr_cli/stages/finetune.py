@@ -135,6 +135,7 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
     from omegaconf import OmegaConf
 
     from avasr_cli.data.manifest import read_manifest, total_hours
+    from avasr_cli.env import make_deterministic
     from avasr_cli.models.asr import build_config, model_class, train_tokenizer, use_cpu_tdt_loss
     from avasr_cli.models.fastconformer import EncoderBundle, load_init
     from avasr_cli.models.param_groups import build_param_groups, lowest_lr, summarise, use_param_groups
@@ -191,7 +192,7 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
                              lowest_lr=lowest_lr(cfg.lr, head_lr, cfg.layer_decay, int(bundle.encoder["n_layers"])),
                              train_shards=streamed["train"], dev_shards=streamed["dev"], seed=cfg.seed,
                              rank=rank)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    make_deterministic(cfg.seed)
     ckpt_dir = ft / "checkpoints"
     encoder_sha = bundle.weights_sha256()
     # a checkpoint is only resumed when it was trained on the same data from the same starting encoder

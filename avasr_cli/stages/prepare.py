@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from avasr_cli.data.manifest import SPLITS, total_hours
+from avasr_cli.data.manifest import SPLITS
 from avasr_cli.data.vaani_select import UNKNOWN_SPEAKER
 from avasr_cli.errors import ConfigError, InputError
 from avasr_cli.progress import Reporter
@@ -37,8 +37,8 @@ class PrepareConfig:
     seed: int = 0
     num_align: int = 800
     num_train: int = 300
-    num_dev: int = 60
-    num_test: int = 120
+    num_dev: int = 80
+    num_test: int = 160
     # vaani
     dataset: str = "ARTPARK-IISc/Vaani"
     transcribed_dataset: str = "ARTPARK-IISc/Vaani-transcription-part"
@@ -147,22 +147,32 @@ class SourceData:
 
 
 def builtin_source(cfg: PrepareConfig, rep: Reporter, token: str | None = None) -> SourceData:
-    from avasr_cli.data.builtin import CorpusConfig, generate_corpus
+    from avasr_cli.data.builtin import LANGUAGES, CorpusConfig, generate_corpus, held_out_sentence, word_classes
 
     corpus_cfg = CorpusConfig(lang=cfg.lang, seed=cfg.seed, num_align=cfg.num_align, num_train=cfg.num_train,
                               num_dev=cfg.num_dev, num_test=cfg.num_test)
     corpus = generate_corpus(corpus_cfg, rep)
     splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    wrong_side = 0  # a sentence said on the other side of the dev/test sentence rule (a generator bug)
     for r in corpus.rows:
+        wrong_side += held_out_sentence(r["text"]) != (r["split"] in ("dev", "test"))
         row = dict(audio_filepath=str(corpus.dir / r["audio"]), duration=r["duration"],
                    text="" if r["split"] == "align" else r["text"])
         if r["split"] != "align":
             row["text_raw"] = r["text"]
         row.update(image_filepath=str(corpus.dir / r["image"]), image_sha256=r["image_sha256"], utt_id=r["utt_id"],
-                   speaker=r["speaker"], lang=cfg.lang, gender=r["gender"])
+                   speaker=r["speaker"], speaker_group=r["group"], lang=cfg.lang, gender=r["gender"])
         splits[r["split"]].append(row)
+    if wrong_side:
+        raise InputError(f"the built-in corpus in {corpus.dir} breaks its sentence rule ({wrong_side} utterances)",
+                         "delete that folder and rerun `avasr prepare` to generate it again")
     card = dict(corpus=dict(kind="builtin", dir=str(corpus.dir), **corpus.info),
-                voices={s: sorted({r["voice"] for r in corpus.rows if r["split"] == s}) for s in SPLITS})
+                voices={s: sorted({r["voice"] for r in corpus.rows if r["split"] == s}) for s in SPLITS},
+                speaker_group_unit="voice",
+                sentence_rule="a sentence's hash decides whether dev/test or train/align may say it "
+                              "(avasr_cli.data.builtin.scenes.held_out_sentence): no align or train utterance "
+                              "says a dev/test sentence (checked over every utterance, align included)",
+                word_classes=word_classes(LANGUAGES[cfg.lang]))
     return SourceData(splits, corpus.dir, corpus.reused, card)
 
 
@@ -208,13 +218,6 @@ def _speakers(rows: list[dict]) -> set[str]:
     return {r["speaker"] for r in rows if r["speaker"] != UNKNOWN_SPEAKER}
 
 
-def _place(row: dict) -> str:
-    """A district as a data card counts it: ``State/District`` when the state is known (same-named districts
-    of two states stay apart)."""
-    district = row.get("district") or "unknown"
-    return f"{row['state']}/{district}" if row.get("state") else district
-
-
 def run_prepare(run: RunDir, cfg: PrepareConfig, rep: Reporter | None = None, *, token: str | None = None
                 ) -> PrepareResult:
     """Build the manifests. ``token`` (Hugging Face, vaani only) is passed to ``datasets`` and nowhere else;
@@ -238,24 +241,26 @@ def run_prepare(run: RunDir, cfg: PrepareConfig, rep: Reporter | None = None, *,
     files = {s: files_on_disk(data.splits[s]) for s in SPLITS}
     for split in SPLITS:
         rows = data.splits[split]
+        for row in rows:  # the unit a bootstrap resamples: a source's own group (a voice), else the speaker
+            row.setdefault("speaker_group", row["speaker"])
         path = run.manifest(split)
         write_jsonl_atomic(path, rows)
-        result.counts[split] = len(rows)
-        result.hours[split] = round(total_hours(rows), 4)
-        result.speakers[split] = len(_speakers(rows))
-        result.unknown_speaker_rows[split] = check["unknown_speaker_rows"].get(split, 0)
         result.manifests[split] = str(path)
+    from avasr_cli.data.card import build_card
+
+    counted = build_card({s: run.manifest(s) for s in SPLITS}, cfg.lang, UNKNOWN_SPEAKER)
+    for split in SPLITS:
+        result.counts[split] = counted["counts"][split]
+        result.hours[split] = counted["hours"][split]
+        result.speakers[split] = counted["speakers"][split]
+        result.unknown_speaker_rows[split] = counted["unknown_speaker_rows"][split]
     rep.log(f"wrote {sum(result.counts.values())} utterances ({sum(result.hours.values()):.2f} h) to {run.data}")
     card_path = run.data / "data_card.json"
     result.data_card = str(card_path)
     result.seconds = round(time.time() - start, 2)
     write_json_atomic(card_path, dict(
-        source=cfg.source, lang=cfg.lang, config=dataclasses.asdict(cfg), counts=result.counts, hours=result.hours,
-        speakers=result.speakers, speaker_ids={s: sorted(_speakers(data.splits[s])) for s in SPLITS},
-        unknown_speaker_rows=result.unknown_speaker_rows,
-        utterances_by_gender={s: _count(r.get("gender", "unknown") for r in data.splits[s]) for s in SPLITS},
-        hours_by_gender={s: _hours_by(data.splits[s], "gender") for s in SPLITS},
-        districts={s: _count(_place(r) for r in data.splits[s]) for s in SPLITS},
+        source=cfg.source, lang=cfg.lang, config=dataclasses.asdict(cfg), **counted,
+        speaker_group_unit=data.card.pop("speaker_group_unit", "speaker"),
         disjointness=check, versions=_versions(__version__),
         audio_layout=cfg.audio_layout, audio_files=files,
         audio_files_per_10k_clips={s: round(files[s] * 10_000 / len(data.splits[s]), 1) if data.splits[s] else 0.0
@@ -275,21 +280,6 @@ def _pack(data: SourceData, cfg: PrepareConfig, rep: Reporter) -> dict[str, list
             out[split] = pack_split(rows, dest, cfg.shard_clips)
             task.advance(len(rows))
     return out
-
-
-def _count(values) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for v in values:
-        out[v] = out.get(v, 0) + 1
-    return dict(sorted(out.items()))
-
-
-def _hours_by(rows: list[dict], key: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for r in rows:
-        k = r.get(key) or "unknown"
-        out[k] = out.get(k, 0.0) + float(r.get("duration", 0.0)) / 3600
-    return {k: round(v, 4) for k, v in sorted(out.items())}
 
 
 def _versions(avasr_version: str) -> dict[str, str]:

@@ -158,6 +158,7 @@ def _pretrain(cfg: PretrainConfig, out: Path, rep: Reporter, force: bool) -> dic
                           "pass another --out, or --force to replace it")
     import torch
 
+    from avasr_cli.env import environment, make_deterministic
     from avasr_cli.models.align_module import AlignModule
     from avasr_cli.models.fastconformer import load_init
     from avasr_cli.models.trainer import (ReporterCallback, checkpoints_for, make_trainer, quiet_libraries,
@@ -176,7 +177,7 @@ def _pretrain(cfg: PretrainConfig, out: Path, rep: Reporter, force: bool) -> dic
     bundle = load_init(cfg.init, seed=cfg.seed)
     init_sha = bundle.weights_sha256()
     rep.log(f"pretraining {bundle.source} on {pool['clips']} clips ({pool['hours']} h) with masked-token prediction")
-    torch.manual_seed(cfg.seed)
+    make_deterministic(cfg.seed)
     module = AlignModule(bundle, objective="audio-only", rows=rows, batch_size=cfg.batch_size, lr=cfg.lr,
                          weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps,
                          seed=cfg.seed, num_workers=cfg.workers, ssl=cfg.ssl_settings())
@@ -209,7 +210,7 @@ def _pretrain(cfg: PretrainConfig, out: Path, rep: Reporter, force: bool) -> dic
               "chance_loss": round(float(torch.log(torch.tensor(float(cfg.ssl_codebook_size)))), 3),
               "init": cfg.init, "init_sha256": init_sha, "encoder_sha256": bundle.weights_sha256(),
               "seconds": round(time.time() - start, 1), "world_size": hw.world_size,
-              "sync_batchnorm": hw.sync_batchnorm}
+              "sync_batchnorm": hw.sync_batchnorm, "environment": environment()}
     write_json_atomic(out / "pretrain.json", record)  # last: the marker of a finished pretraining
     return dict(record, reused=False)
 

@@ -11,7 +11,9 @@ import soundfile as sf
 from PIL import Image
 
 from avasr_cli.data import builtin
-from avasr_cli.data.builtin import LANGUAGES, CorpusConfig, describe, generate_corpus, plan, render_scene
+from avasr_cli.data.builtin import (LANGUAGES, CorpusConfig, describe, generate_corpus, held_out_sentence, plan,
+                                    render_scene, word_classes)
+from avasr_cli.data.builtin.lexicon import CLASSES, DEPICTED
 
 SMALL = dict(num_align=12, num_train=8, num_dev=4, num_test=4)
 
@@ -20,25 +22,81 @@ def _hashes(corpus) -> dict[str, str]:
     return {r["utt_id"]: hashlib.sha256((corpus.dir / r["audio"]).read_bytes()).hexdigest() for r in corpus.rows}
 
 
+def _scene(*groups, layout="free", bg=0):
+    return dict(index=0, groups=[list(g) for g in groups], layout=layout, bg=bg)
+
+
 def test_kannada_grammar():
     kn = LANGUAGES["kannada"]
-    assert describe(kn, [(1, "red", "circle")], False) == "ಒಂದು ಕೆಂಪು ವೃತ್ತ"
-    assert describe(kn, [(3, "blue", "star")], True) == "ಚಿತ್ರದಲ್ಲಿ ಮೂರು ನೀಲಿ ನಕ್ಷತ್ರಗಳು ಇವೆ"
-    assert describe(kn, [(1, "green", "square")], True) == "ಚಿತ್ರದಲ್ಲಿ ಒಂದು ಹಸಿರು ಚೌಕ ಇದೆ"
-    assert describe(kn, [(4, "yellow", "triangle"), (2, "white", "circle")], False) == \
-        "ನಾಲ್ಕು ಹಳದಿ ತ್ರಿಕೋನಗಳು ಮತ್ತು ಎರಡು ಬಿಳಿ ವೃತ್ತಗಳು"
+    assert describe(kn, _scene((1, None, "red", "circle"))) == "ಒಂದು ಕೆಂಪು ವೃತ್ತ"
+    assert describe(kn, _scene((3, None, "blue", "star")), {"kind": "frame"}) == "ಚಿತ್ರದಲ್ಲಿ ಮೂರು ನೀಲಿ ನಕ್ಷತ್ರಗಳು ಇವೆ"
+    assert describe(kn, _scene((1, "big", "green", "square")), {"kind": "frame"}) == "ಚಿತ್ರದಲ್ಲಿ ಒಂದು ದೊಡ್ಡ ಹಸಿರು ಚೌಕ ಇದೆ"
+    assert describe(kn, _scene((4, None, "yellow", "triangle"), (2, "small", "white", "fish"))) == \
+        "ನಾಲ್ಕು ಹಳದಿ ತ್ರಿಕೋನಗಳು ಮತ್ತು ಎರಡು ಸಣ್ಣ ಬಿಳಿ ಮೀನುಗಳು"
+    assert describe(kn, _scene((1, None, "red", "house"), (2, None, "blue", "tree"), layout="left-right")) == \
+        "ಎಡಗಡೆ ಒಂದು ಕೆಂಪು ಮನೆ ಬಲಗಡೆ ಎರಡು ನೀಲಿ ಮರಗಳು"
+    context = {"kind": "context", "name": "ರವಿ", "verb": "ಬಿಡಿಸಿದ", "when": "ನಿನ್ನೆ"}
+    assert describe(kn, _scene((2, None, "pink", "heart")), context) == "ರವಿ ನಿನ್ನೆ ಬಿಡಿಸಿದ ಚಿತ್ರದಲ್ಲಿ ಎರಡು ಗುಲಾಬಿ ಹೃದಯಗಳು ಇವೆ"
+    assert describe(kn, _scene((1, None, "red", "ring"), bg=2), {"kind": "background"}) == \
+        "ನೀಲಿ ಹಿನ್ನೆಲೆಯಲ್ಲಿ ಒಂದು ಕೆಂಪು ಉಂಗುರ ಇದೆ"
 
 
-def test_hindi_grammar_agrees_in_number():
+def test_hindi_grammar_agrees_in_gender_and_number():
     hi = LANGUAGES["hindi"]
-    assert describe(hi, [(1, "blue", "circle")], False) == "एक नीला गोला"
-    assert describe(hi, [(3, "blue", "circle")], False) == "तीन नीले गोले"
-    assert describe(hi, [(2, "black", "star"), (1, "white", "square")], False) == \
+    assert describe(hi, _scene((1, None, "blue", "circle"))) == "एक नीला गोला"
+    assert describe(hi, _scene((3, "big", "blue", "circle"))) == "तीन बड़े नीले गोले"
+    assert describe(hi, _scene((1, "small", "black", "fish"))) == "एक छोटी काली मछली"
+    assert describe(hi, _scene((2, None, "green", "boat"))) == "दो हरी नावें"
+    assert describe(hi, _scene((2, None, "black", "star"), (1, None, "white", "square"))) == \
         unicodedata.normalize("NFC", "दो काले तारे और एक सफ़ेद वर्ग")
-    assert describe(hi, [(1, "red", "triangle")], True) == "चित्र में एक लाल त्रिकोण है"
-    assert describe(hi, [(4, "red", "triangle")], True) == "चित्र में चार लाल त्रिकोण हैं"
-    text = describe(hi, [(1, "white", "star")], False)
+    assert describe(hi, _scene((1, None, "red", "triangle")), {"kind": "frame"}) == "चित्र में एक लाल त्रिकोण है"
+    assert describe(hi, _scene((4, None, "red", "triangle")), {"kind": "frame"}) == "चित्र में चार लाल त्रिकोण हैं"
+    assert describe(hi, _scene((1, None, "red", "leaf"), (1, None, "red", "moon"), layout="top-bottom")) == \
+        "ऊपर एक लाल पत्ता नीचे एक लाल चाँद"
+    context = {"kind": "context", "name": "सीता", "verb": "बनाए", "when": "आज"}
+    assert describe(hi, _scene((1, None, "yellow", "flower")), context) == "आज सीता के बनाए चित्र में एक पीला फूल है"
+    assert describe(hi, _scene((1, None, "red", "ring"), bg=2), {"kind": "background"}) == \
+        "नीली पृष्ठभूमि पर एक लाल अंगूठी है"
+    text = describe(hi, _scene((1, None, "white", "star")))
     assert text == unicodedata.normalize("NFC", text)
+
+
+@pytest.mark.parametrize("lang", sorted(LANGUAGES))
+def test_the_default_corpus_speaks_200_words_of_every_class(lang):
+    classes = word_classes(LANGUAGES[lang])
+    items = plan(CorpusConfig(lang=lang))
+    said = {w for i in items for w in i["text"].split()}
+    assert said <= set(classes) and len(said) >= 200
+    assert {classes[w] for w in said} == set(CLASSES)
+    depicted = sum(classes[w] in DEPICTED for i in items for w in i["text"].split())
+    total = sum(len(i["text"].split()) for i in items)
+    assert 0.5 < depicted / total < 0.9  # most words describe the picture, many do not
+
+
+def test_dev_and_test_sentences_are_never_said_in_train_or_align():
+    items = plan(CorpusConfig())
+    heard = {i["text"] for i in items if i["split"] in ("train", "align")}
+    held = [i["text"] for i in items if i["split"] in ("dev", "test")]
+    assert held and not heard & set(held)
+    assert all(held_out_sentence(t) for t in held) and not any(held_out_sentence(t) for t in heard)
+    # the pool never says one either
+    pool = plan(CorpusConfig(num_align=0, num_train=0, num_dev=0, num_test=0, num_pretrain=500))
+    assert not any(held_out_sentence(i["text"]) for i in pool)
+
+
+def test_evaluation_splits_have_16_test_and_8_dev_voices_of_their_own():
+    items = plan(CorpusConfig())
+    voices = {s: {i["speaker"]["group"] for i in items if i["split"] == s} for s in builtin.SPLITS}
+    assert len(voices["test"]) >= 16 and len(voices["dev"]) >= 8
+    assert not (voices["test"] | voices["dev"]) & (voices["train"] | voices["align"]) and not voices["dev"] & voices["test"]
+    assert all(i["speaker"]["group"] == i["speaker"]["voice"] for i in items)
+
+
+def test_no_background_has_the_colour_of_its_objects():
+    from avasr_cli.data.builtin.scenes import BACKGROUNDS
+
+    for item in plan(CorpusConfig()):
+        assert BACKGROUNDS[item["scene"]["bg"]][0] not in {g[2] for g in item["scene"]["groups"]}
 
 
 def test_plan_is_deterministic_and_speaker_disjoint():
@@ -49,6 +107,9 @@ def test_plan_is_deterministic_and_speaker_disjoint():
     voices = {s: {i["speaker"]["voice"] for i in items if i["split"] == s} for s in builtin.SPLITS}
     assert not (voices["dev"] | voices["test"]) & (voices["train"] | voices["align"])
     assert not voices["dev"] & voices["test"]
+    # streamed: the first items come without planning the rest, and are the same
+    first = next(builtin.iter_plan(cfg))
+    assert first == items[0]
     assert len({i["utt_id"] for i in items}) == len(items) == sum(SMALL.values())
 
 
@@ -69,7 +130,7 @@ def test_generated_corpus_files(tmp_path):
     for row in corpus.rows:
         info = sf.info(corpus.dir / row["audio"])
         assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
-        assert abs(info.duration - row["duration"]) < 1e-3 and 0.5 < row["duration"] < 6
+        assert abs(info.duration - row["duration"]) < 1e-3 and 0.5 < row["duration"] < 10
         png = (corpus.dir / row["image"]).read_bytes()
         assert hashlib.sha256(png).hexdigest() == row["image_sha256"] in row["image"]
     assert len({r["image_sha256"] for r in corpus.rows if r["split"] == "align"}) < SMALL["num_align"]  # shared
@@ -109,16 +170,15 @@ def test_cache_is_reused_and_interrupted_generation_resumes(monkeypatch):
 
 
 def test_unknown_variant_is_skipped_not_fatal(monkeypatch):
-    monkeypatch.setattr(builtin, "MALE_VOICES", builtin.MALE_VOICES + ("no-such-voice",))
+    from avasr_cli.data.builtin import scenes
+
+    monkeypatch.setattr(scenes, "OTHER_VOICES", scenes.OTHER_VOICES + ("no-such-voice",))
     voices = {i["speaker"]["voice"] for i in plan(CorpusConfig(**SMALL))}
     assert "kn+no-such-voice" not in voices
 
 
 @pytest.mark.parametrize("lang", sorted(LANGUAGES))
 def test_every_word_is_in_the_native_script(lang):
-    spec = LANGUAGES[lang]
-    words = list(spec.numbers) + [w for pair in spec.colours.values() for w in pair] + \
-        [w for pair in spec.shapes.values() for w in pair] + [spec.conj]
     block = {"kannada": (0x0C80, 0x0CFF), "hindi": (0x0900, 0x097F)}[lang]
-    for word in words:
-        assert all(block[0] <= ord(ch) <= block[1] for ch in unicodedata.normalize("NFC", word)), word
+    for word in word_classes(LANGUAGES[lang]):
+        assert all(block[0] <= ord(ch) <= block[1] for ch in word), word

@@ -62,7 +62,7 @@ def test_run_prepare_writes_valid_manifests_and_a_data_card(tmp_path):
         for row in rows[split]:
             assert Path(row["audio_filepath"]).is_absolute() and Path(row["audio_filepath"]).is_file()
             assert Path(row["image_filepath"]).is_file() and row["image_sha256"] in row["image_filepath"]
-            assert row["lang"] == "kannada" and row["gender"] in ("male", "female")
+            assert row["lang"] == "kannada" and row["gender"] in ("male", "female", "unknown")  # espeak variants of unstated gender
             assert (row["text"] == "") == (split == "align")
     assert all("text_raw" not in r for r in rows["align"])
     card = json.loads(Path(result.data_card).read_text(encoding="utf-8"))
@@ -70,6 +70,30 @@ def test_run_prepare_writes_valid_manifests_and_a_data_card(tmp_path):
     assert card["counts"] == result.counts and card["corpus"]["espeak_version"]
     heard = {r["speaker"] for s in ("train", "align") for r in rows[s]}
     assert not heard & {r["speaker"] for s in ("dev", "test") for r in rows[s]}
+    # the voice is the unit a bootstrap resamples; dev/test sentences are never said in train
+    assert card["speaker_group_unit"] == "voice" and all(r["speaker_group"].startswith("kn+") for s in rows for r in rows[s])
+    assert card["speaker_groups"]["test"] == len({r["speaker_group"] for r in rows["test"]})
+    assert card["sentences"]["passed"] and card["sentences"]["dev_in_train"] == card["sentences"]["test_in_train"] == 0
+    vocab = card["vocabulary"]
+    assert vocab["train"] > 0 and 0 <= vocab["test_vs_train"]["unseen_token_rate"] <= 1
+    assert card["word_classes"]["ಒಂದು"] == "count" and card["word_classes"]["ರವಿ"] == "name"
+
+
+def test_data_card_counts_sentences_of_dev_and_test_said_in_train(tmp_path):
+    from avasr_cli.data.card import build_card
+
+    rows = {"train": [{"text": "a b", "speaker": "s1"}, {"text": "c d", "speaker": "s1"}],
+            "dev": [{"text": "A B.", "speaker": "s2", "speaker_group": "v2"}, {"text": "e", "speaker": "s2"}],
+            "test": [{"text": "c d", "speaker": "s3"}, {"text": "c d", "speaker": "s4"}], "align": []}
+    paths = {}
+    for split, rs in rows.items():
+        paths[split] = tmp_path / f"{split}.jsonl"
+        paths[split].write_text("".join(json.dumps(dict(r, duration=1.0)) + "\n" for r in rs), encoding="utf-8")
+    card = build_card(paths, None)
+    assert card["sentences"]["dev_in_train"] == 1 and card["sentences"]["test_in_train"] == 2  # normalised first
+    assert not card["sentences"]["passed"] and card["speaker_groups"]["dev"] == 2
+    assert card["vocabulary"]["dev_vs_train"] == {"tokens": 3, "types": 3, "unseen_tokens": 1, "unseen_types": 1,
+                                                  "unseen_token_rate": 0.3333}
 
 
 def test_check_disjoint_catches_leaks():

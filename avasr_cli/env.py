@@ -1,0 +1,111 @@
+"""The stack a stage ran on, recorded with every stage (``run.json``) so that two tables whose figures
+differ can be told apart, and the switches that make a run repeatable.
+
+What is recorded (:func:`environment`): avasr's version and, when it runs from a git checkout, the
+commit and whether the checkout had uncommitted changes; the versions of Python, torch, NeMo, Lightning,
+transformers and numpy; the machine (CPU model, the instruction set torch's kernels use, cores, torch's
+thread count; GPU names when CUDA is in use); whether deterministic algorithms were on.
+
+Reproducibility (:func:`make_deterministic`): the same commit, inputs, seed and machine give the same
+weights, hypotheses and WER. Training stages seed Python, numpy and torch (and DataLoader workers), and
+ask torch for deterministic algorithms (warn-only: on a GPU a few kernels, e.g. CUDA's CTC loss backward,
+have no deterministic version; torch then warns instead of stopping the run). What is *not* the same
+from one machine to the next: float results of the same code on another CPU model or instruction set
+(oneDNN and BLAS pick different kernels, whose sums round differently), or with another thread count.
+Over hundreds of training steps such differences grow like a change of seed; :mod:`compare` flags runs
+whose recorded environments differ.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+# what compare holds equal between arms (avasr_commit compared only when both runs know it)
+COMPARED = ("avasr", "avasr_commit", "python", "torch", "nemo_toolkit", "lightning", "cpu", "cpu_capability",
+            "torch_threads", "gpus", "deterministic")
+_PACKAGES = ("torch", "nemo_toolkit", "lightning", "transformers", "numpy")
+
+
+@functools.lru_cache(maxsize=None)
+def _git(root: str) -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the checkout avasr runs from, or (None, None) outside one."""
+    if not (Path(root) / ".git").exists():
+        return None, None
+    try:
+        commit = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+        status = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no", "--",
+                                 "avasr_cli"], capture_output=True, text=True, timeout=10)
+        return commit, (bool(status.stdout.strip()) if status.returncode == 0 else None)
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict:
+    """The stack and machine of this process (see the module docstring). Cheap: torch is asked for its
+    threads and kernels only when the stage has imported it already."""
+    import avasr_cli
+
+    commit, dirty = _git(str(Path(avasr_cli.__file__).resolve().parent.parent))
+    env: dict = {"avasr": avasr_cli.__version__, "avasr_commit": commit, "avasr_dirty": dirty,
+                 "python": platform.python_version(), "platform": platform.platform(terse=True)}
+    for dist in _PACKAGES:
+        try:
+            env[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            env[dist] = None
+    env.update(cpu=cpu_model(), cores=os.cpu_count(), cpu_capability=None, torch_threads=None, gpus=None,
+               deterministic=None)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            env["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        except AttributeError:
+            pass
+        env["torch_threads"] = torch.get_num_threads()
+        env["deterministic"] = bool(torch.are_deterministic_algorithms_enabled())
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            env["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return env
+
+
+def make_deterministic(seed: int) -> None:
+    """Seed everything and turn on torch's deterministic algorithms (warn-only, see the module docstring)."""
+    import lightning.pytorch as pl
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's deterministic workspace
+    pl.seed_everything(seed, workers=True, verbose=False)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+def differences(a: dict | None, b: dict | None) -> list[str]:
+    """``key: value vs value`` for each :data:`COMPARED` key both environments record and that differs."""
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return []
+    out = []
+    for key in COMPARED:
+        x, y = a.get(key), b.get(key)
+        if x is None or y is None or x == y:
+            continue
+        shown = (lambda v: str(v)[:12]) if key == "avasr_commit" else str
+        out.append(f"{key} {shown(x)} vs {shown(y)}")
+    return out
