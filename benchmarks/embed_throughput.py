@@ -114,10 +114,10 @@ def loader_only(enc, paths: list[Path], batch_size: int, workers: int) -> float:
     """images/s of decoding + preprocessing alone, through the stage's own DataLoader setup."""
     import torch
 
-    from avasr_cli.stages.embed_images import _Collate, _Images
+    from avasr_cli.vision.images import ImageFiles, PreprocessBatch
 
-    loader = torch.utils.data.DataLoader(_Images([(str(i), str(p)) for i, p in enumerate(paths)]), batch_size=batch_size,
-                                         num_workers=workers, collate_fn=_Collate(enc.preprocessor),
+    loader = torch.utils.data.DataLoader(ImageFiles([(str(i), str(p)) for i, p in enumerate(paths)]), batch_size=batch_size,
+                                         num_workers=workers, collate_fn=PreprocessBatch(enc.preprocessor),
                                          prefetch_factor=4 if workers else None)
     t0 = time.perf_counter()
     n = sum(len(shas) for shas, _, _ in loader)

@@ -21,6 +21,8 @@ def register(app: typer.Typer) -> None:
             "--plot", help="Also write a plot of WER per arm with 95% intervals (.png, .pdf or .svg).")] = None,
         resamples: Annotated[int, typer.Option("--resamples", help="Bootstrap resamples (0: no test).")] = 1000,
         seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
+        by_word: Annotated[bool, typer.Option("--by-word", help="Also per-word error rates: by word class on the built-in corpus (depicted words against the rest) and the words that moved most, with intervals.")] = False,
+        compact: Annotated[bool, typer.Option("--compact", help="markdown: only the columns the terminal table shows.")] = False,
     ) -> None:
         """Compare finished runs: WER/CER per split, ΔWER against a baseline with a paired bootstrap
         (95% interval, p-value), seeds of one arm grouped as mean ± std.
@@ -40,12 +42,14 @@ def register(app: typer.Typer) -> None:
             avasr compare runs/*
             avasr compare runs/* --format markdown --plot wer.png
             avasr compare runs/* --baseline audio-only --format json > compare.json
+            avasr compare runs/* --by-word --format markdown --compact > by-word.md
         """
         from avasr_cli.cli.common import err, out
         from avasr_cli.stages.compare import CompareConfig, run_compare
 
         cfg = CompareConfig(runs=tuple(str(p) for p in runs), baseline=baseline, split=split, format=fmt,
-                            plot=str(plot) if plot is not None else None, n_resamples=resamples, seed=seed)
+                            plot=str(plot) if plot is not None else None, n_resamples=resamples, seed=seed,
+                            by_word=by_word, compact=compact)
         result = run_compare(cfg)
         if fmt == "rich":
             from avasr_cli.report.table import table_width, to_rich
@@ -62,6 +66,11 @@ def register(app: typer.Typer) -> None:
                     out.width = width
             for note in result.flags:
                 out.print(f"  • {note}", markup=False, highlight=False, soft_wrap=True)
+            from avasr_cli.report.sections import alignment_markdown, by_word_markdown
+
+            for section in (alignment_markdown(result), by_word_markdown(result)):
+                if section:  # Markdown tables read well enough in a terminal
+                    out.print("\n" + section, markup=False, highlight=False, soft_wrap=True, end="")
         else:
             from avasr_cli.report.table import render_text
 

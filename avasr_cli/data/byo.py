@@ -14,7 +14,7 @@ speaker                  also ``speaker_id``, ``speakerID``; a placeholder (``NA
                          is no speaker. Else parsed from the audio file name like Vaani
                          (``IISc_VaaniProject_…`` → ``<State>_<District>_<speaker>``, else the stem without
                          its last ``_`` field), else ``unknown``: counted in the data card, never matched by
-                         the leak check (:mod:`avasr_cli.data.vaani_select`)
+                         the leak check (:mod:`avasr_cli.data.vaani.select`)
 utt_id                   optional, unique; else the audio file stem (made unique with a path hash)
 gender, district         optional, kept for the data card
 =======================  ====================================================================================
@@ -91,7 +91,7 @@ def convert_chunk(task: dict) -> list[dict]:
 def prepare_manifests(cfg, rep: Reporter | None = None) -> ByoCorpus:
     from avasr_cli.data.audio_io import ordered_map
     from avasr_cli.data.text import clean_transcript
-    from avasr_cli.data.vaani_select import speaker_keys
+    from avasr_cli.data.vaani.select import speaker_keys
 
     rep = rep or Reporter()
     drops: dict[str, Counter] = {s: Counter() for s in SPLITS}
@@ -219,7 +219,7 @@ def _image_sha(path: str, memo: dict[str, str | None]) -> str | None:
 
 
 def _check_leaks(items: list[dict]) -> None:
-    from avasr_cli.data.vaani_select import UNKNOWN_SPEAKER
+    from avasr_cli.data.vaani.select import UNKNOWN_SPEAKER
 
     seen = {"speaker": {}, "audio": {}}
     for item in items:

@@ -23,44 +23,7 @@ from avasr_cli.models.audio_data import BucketBatchSampler, PairCollate, PairDat
 from avasr_cli.models.fastconformer import EncoderBundle
 from avasr_cli.models.losses import LOSSES, masked_mean, maxsim_scores, world
 from avasr_cli.models.param_groups import build_param_groups
-
-
-# NeMo's NEST / BEST-RQ FastConformer recipe (examples/asr/conf/ssl/nest/nest_fast-conformer.yaml):
-# 8192 codes in one codebook of dimension 16, l2 distance, pre-convolution block masking of 40 frames
-# (400 ms) with overlap starting at each frame with probability 0.01 (about a third of the frames masked),
-# and a frame counts as masked for the loss when 80 % of its 8 input frames are.
-SSL_DEFAULTS = dict(num_codes=8192, code_dim=16, dist_fn="l2", mask_prob=0.01, block_size=40, allow_overlap=True,
-                    mask_threshold=0.8)
-
-
-class AudioOnlyObjective(nn.Module):
-    """BEST-RQ style masked token prediction, wired exactly as NeMo's ``EncDecMaskedTokenPredModel``
-    (pre-convolution masking) from NeMo's own modules: random-projection quantizer, block masking,
-    multi-softmax decoder and masked-LM loss, at the settings of NeMo's NEST recipe by default."""
-
-    def __init__(self, features: int, d_model: int, subsampling: int, **settings):
-        super().__init__()
-        from nemo.collections.asr.losses.ssl_losses.mlm import MultiMLMLoss
-        from nemo.collections.asr.modules import MultiSoftmaxDecoder, RandomBlockMasking, RandomProjectionVectorQuantizer
-
-        unknown = set(settings) - set(SSL_DEFAULTS)
-        if unknown:
-            raise TypeError(f"unknown audio-only settings: {sorted(unknown)}")
-        self.settings = s = {**SSL_DEFAULTS, **settings}
-        # NeMo's quantizer compares unit-normalised projections with unit-normalised codes, so the nearest
-        # code in l2 is exactly the most similar one in cosine (|x - c|^2 = 2 - 2 x.c). NeMo computes l2 by
-        # broadcasting a [B, T, 16, 8192] difference (0.5 s a batch on a CPU core, more than the encoder);
-        # its cosine path is one matrix product. Same codebook, same tokens (test_ssl_l2_tokens_are_nemos).
-        dist = "cosine" if s["dist_fn"] == "l2" else s["dist_fn"]
-        self.quantizer = RandomProjectionVectorQuantizer(feat_in=features, code_dim=s["code_dim"],
-                                                         num_classes=s["num_codes"], num_books=1, dist_fn=dist,
-                                                         combine_time_steps=subsampling, squeeze_single=True)
-        self.masking = RandomBlockMasking(feat_in=features, mask_prob=s["mask_prob"], block_size=s["block_size"],
-                                          allow_overlap=s["allow_overlap"])
-        self.decoder = MultiSoftmaxDecoder(feat_in=d_model, num_classes=s["num_codes"], num_decoders=1, squeeze_single=True)
-        self.loss = MultiMLMLoss(combine_time_steps=subsampling, mask_threshold=s["mask_threshold"], num_decoders=1,
-                                 squeeze_single=True)
-        self.float()  # NeMo builds the codebooks in float64
+from avasr_cli.models.ssl import build_objective
 
 
 def resolve_layer(index: int | None, n_layers: int) -> int:
@@ -112,8 +75,8 @@ class AlignModule(pl.LightningModule):
             self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, vision_dim))
             self.loss_fn = LOSSES[loss](**(loss_kwargs or {}))  # e.g. siglip's init_bias
         else:
-            self.ssl = AudioOnlyObjective(int(pre["features"]), d, int(bundle.encoder.get("subsampling_factor", 8)),
-                                          **(ssl or {}))
+            self.ssl = build_objective(int(pre["features"]), d, int(bundle.encoder.get("subsampling_factor", 8)),
+                                       **(ssl or {}))
         self.rows, self.image_index = rows or [], image_index or {}
         # image features are read per batch from the memory-mapped store by the DataLoader workers
         self.collate = PairCollate(store_path if objective == "image" else None, patches=loss == "maxsim")

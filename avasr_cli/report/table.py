@@ -174,18 +174,31 @@ def footnotes(result) -> list[str]:
 
 
 def to_markdown(result) -> str:
-    heads = [h for h, _ in columns(result)]
+    """The table (``result.compact``: the terminal table's columns), its caption and footnotes, then the
+    alignment stage per row, the runs' provenance and, with ``--by-word``, the by-word report."""
+    from avasr_cli.report.sections import alignment_markdown, by_word_markdown, provenance_line
+
+    if result.compact:
+        cols, body = _compact(result)
+        heads = [h for h, _ in cols]
+    else:
+        heads = [h for h, _ in columns(result)]
+        body = [cells(result, row) for row in result.rows]
 
     def esc(s: str) -> str:
         return s.replace("|", "\\|")
 
     lines = ["| " + " | ".join(heads) + " |", "|" + "|".join("---" for _ in heads) + "|"]
-    for row in result.rows:
-        lines.append("| " + " | ".join(esc(c) for c in cells(result, row)) + " |")
+    for values in body:
+        lines.append("| " + " | ".join(esc(c) for c in values) + " |")
     lines += ["", f"_{_caption(result)}._"]
     if result.flags:
         lines += [""] + [f"- {esc(n)}" for n in result.flags]
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    for section in (alignment_markdown(result), by_word_markdown(result)):
+        if section:
+            text += "\n" + section
+    return text + "\n" + provenance_line(result)
 
 
 def to_csv(result) -> str:

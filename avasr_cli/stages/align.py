@@ -3,36 +3,22 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
 
-from avasr_cli.errors import ConfigError, InputError, PrerequisiteError, at_least_one, raise_problems
+from avasr_cli.errors import ConfigError, InputError, at_least_one, raise_problems
+from avasr_cli.models.pairs import recall_sample, recall_verdict, shuffle_pairs, split_heldout
 from avasr_cli.models.param_groups import group_problems
+from avasr_cli.models.start import resolve_init
+from avasr_cli.models.ssl import SSL_BLOCK_SIZE, SSL_CODEBOOK_SIZE, SSL_MASK_PROB, ssl_problems, ssl_settings
 from avasr_cli.progress import Reporter
 from avasr_cli.run import RunDir, write_json_atomic
+from avasr_cli.vision.features import load_features
 
 OBJECTIVES = ("image", "audio-only")
 LOSS_NAMES = ("clip", "siglip", "maxsim")
 PAIRS = ("true", "shuffled")
-
-
-# the masked-token objective's settings (NeMo's NEST recipe), shared by `align --objective audio-only`
-# and `pretrain`; models/align_module.SSL_DEFAULTS holds the same values for library use
-SSL_MASK_PROB, SSL_BLOCK_SIZE, SSL_CODEBOOK_SIZE = 0.01, 40, 8192
-
-
-def ssl_settings(cfg) -> dict:
-    return {"mask_prob": cfg.ssl_mask_prob, "block_size": cfg.ssl_block_size, "num_codes": cfg.ssl_codebook_size}
-
-
-def ssl_problems(cfg) -> list[str]:
-    problems = [] if 0.0 < cfg.ssl_mask_prob < 1.0 else ["--ssl-mask-prob must be in (0, 1)"]
-    problems += at_least_one(cfg, ("ssl_block_size",))
-    if cfg.ssl_codebook_size < 2:
-        problems.append("--ssl-codebook-size must be at least 2")
-    return problems
 
 
 @dataclass(frozen=True)
@@ -65,7 +51,7 @@ class AlignConfig:
     # siglip's initial logit bias; None = the log prior odds of a positive pair in the global batch,
     # -ln(batch × world - 1) (see siglip_init_bias)
     siglip_bias: float | None = None
-    # audio-only control (NeMo NEST / BEST-RQ recipe values; see models/align_module.SSL_DEFAULTS)
+    # audio-only control (NeMo NEST / BEST-RQ recipe values; see models/ssl.py)
     ssl_mask_prob: float = SSL_MASK_PROB
     ssl_block_size: int = SSL_BLOCK_SIZE
     ssl_codebook_size: int = SSL_CODEBOOK_SIZE
@@ -154,113 +140,6 @@ class AlignResult:
     resumed_from: str | None = None
 
 
-def resolve_init(run: RunDir, init: str, rep: Reporter | None = None) -> str:
-    """``auto`` on the built-in corpus: the built-in pretrained start point (``avasr pretrain``) when this
-    machine has built it, else a randomly initialised ``tiny`` encoder (with a warning). ``builtin-ssl``
-    names the start point explicitly. Other corpora need an explicit ``--init``."""
-    from avasr_cli.stages.pretrain import builtin_dir, finished
-
-    prepare = (run.stage("prepare") or {}).get("config", {})
-    if init == "builtin-ssl":
-        directory = builtin_dir(prepare.get("lang", "kannada"))
-        if finished(directory) is None:
-            raise PrerequisiteError(f"--init builtin-ssl: the built-in pretrained encoder is not built on this machine "
-                                    f"({directory})", f"run `avasr pretrain --lang {prepare.get('lang', 'kannada')}` first")
-        return str(directory / "encoder")
-    if init != "auto":
-        return init
-    if prepare.get("source", "builtin") == "builtin":
-        directory = builtin_dir(prepare.get("lang", "kannada"))
-        if finished(directory) is not None:
-            return str(directory / "encoder")
-        if rep is not None:
-            rep.warn("no pretrained start point on this machine: starting from a RANDOM tiny encoder "
-                     f"(run `avasr pretrain --lang {prepare.get('lang', 'kannada')}` once for the paper's setting)")
-        return "tiny"
-    raise ConfigError("--init is required for this corpus",
-                      "pass a .nemo file or a NeMo pretrained name, e.g. --init nvidia/stt_kn_fastconformer_hybrid_large_pc")
-
-
-def split_heldout(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """Hold out whole images (all their pairs), so recall measures pairs never seen in training."""
-    import numpy as np
-
-    images = sorted({r.get("image_sha256", "") for r in rows})
-    rng = np.random.default_rng(seed)
-    n = int(round(len(images) * fraction))
-    held = set(rng.choice(images, size=n, replace=False).tolist()) if n else set()
-    return [r for r in rows if r.get("image_sha256") not in held], [r for r in rows if r.get("image_sha256") in held]
-
-
-def shuffle_pairs(rows: list[dict], seed: int) -> tuple[list[dict], int]:
-    """The negative control: the same clips and the same images, each clip paired with the image of another
-    clip of the pool (a seeded derangement of the image column, repaired so that no clip keeps an image it
-    was recorded with, e.g. the one its second description shares). Returns the rows and how many clips
-    could not be given a foreign image (0 unless one image holds most of the pool)."""
-    import numpy as np
-
-    n = len(rows)
-    order = np.random.default_rng([seed, 43]).permutation(n)
-    own = [r.get("image_sha256") for r in rows]
-    new = list(own)
-    for k in range(n):  # a cyclic shift along a random order: a derangement of positions
-        new[order[k]] = own[order[(k + 1) % n]]
-    for i in range(n):  # two descriptions of one image: a shift can hand a clip its own image back
-        if new[i] != own[i]:
-            continue
-        for j in (int(x) for x in np.random.default_rng([seed, 44, i]).permutation(n)):
-            if new[j] != own[i] and new[i] != own[j]:
-                new[i], new[j] = new[j], new[i]
-                break
-    left = sum(a == b for a, b in zip(new, own))
-    return [dict(r, image_sha256=sha, true_image_sha256=r.get("image_sha256")) for r, sha in zip(rows, new)], left
-
-
-def load_features(run: RunDir, cfg: AlignConfig, rows: list[dict]) -> tuple[dict[str, int], dict]:
-    """Check the run's feature store covers ``rows`` → (image sha → int id, features.json)."""
-    from avasr_cli.vision.store import FeatureStore
-
-    path = run.root / "features.json"
-    if not path.exists() or run.stage("embed-images") is None:
-        raise PrerequisiteError(f"run directory {run.root} has no image features",
-                                "run `avasr embed-images" + (f" --vision {cfg.vision}" if cfg.vision != "auto" else "") + "` first")
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-        int(info.get("dim", 0))
-    except (OSError, ValueError, TypeError, AttributeError) as exc:
-        raise InputError(f"{path} is not a valid features record ({exc})",
-                         "rerun `avasr embed-images --force` to rewrite it") from None
-    if cfg.vision != "auto" and cfg.vision not in (info.get("vision"), info.get("model_id")):
-        raise ConfigError(f"--vision {cfg.vision}: this run's features were made with {info.get('vision') or info.get('model_id')}",
-                          f"run `avasr embed-images --vision {cfg.vision}` (use --force to replace them) or drop --vision")
-    if not isinstance(info, dict) or not isinstance(info.get("store"), str):
-        raise InputError(f"{path} names no feature store", "rerun `avasr embed-images --force` to rewrite it")
-    store = FeatureStore.open(info["store"])
-    keys = sorted({r["image_sha256"] for r in rows})
-    missing = store.missing(keys)
-    if missing:
-        raise InputError(f"{len(missing)} image(s) of the alignment set have no features in {info['store']}"
-                         + _lost_shards(store, info), "rerun `avasr embed-images`: it re-embeds only what is missing "
-                         "(and removes damaged shards first)")
-    if store.dim != int(info.get("dim", store.dim)):
-        raise InputError(f"{path} says features have dimension {info.get('dim')}, but the store {info['store']} "
-                         f"holds dimension {store.dim}", "rerun `avasr embed-images --force` to rewrite features.json")
-    return {k: i for i, k in enumerate(keys)}, info
-
-
-def _lost_shards(store, info: dict) -> str:
-    """``: shard-00003 is damaged (…)`` / ``: shard-00007 (1024 of them) is gone``, from the store's own
-    checks and the shards that ``features.json`` says held this run's images."""
-    from pathlib import Path
-
-    named = [f"{Path(shard).name} is damaged ({why})" for shard, why in sorted(store.damaged.items())]
-    shards = info.get("shards") if isinstance(info.get("shards"), dict) else {}
-    for name, count in shards.items():
-        if not (Path(store.path) / name).is_dir():
-            named.append(f"{name} ({count} of them) is gone")
-    return (": " + "; ".join(named[:3]) + (f"; {len(named) - 3} more" if len(named) > 3 else "")) if named else ""
-
-
 def align_inputs(run: RunDir, cfg: AlignConfig) -> dict:
     """The align manifest, the feature record and the starting encoder (see ``run.input_fingerprint``)."""
     from avasr_cli.run import input_fingerprint
@@ -271,30 +150,10 @@ def align_inputs(run: RunDir, cfg: AlignConfig) -> dict:
     return input_fingerprint(files, resolve_init(run, cfg.init))
 
 
-def recall_verdict(heldout: dict | None, train: dict | None, alpha: float = 0.01) -> str | None:
-    """What the after-training recall shows: ``generalises`` (held-out audio→image R@1 above chance),
-    ``memorises`` (training pairs above chance, held-out not) or ``none``. "Above chance" is a one-sided
-    binomial test of the R@1 hits against the chance rate ``1 / number of images`` at level ``alpha``."""
-    def above_chance(r: dict | None) -> bool:
-        if not r or not r.get("num_pairs"):
-            return False
-        n, p = int(r["num_pairs"]), float(r["chance_a2i_r@1"])
-        hits = int(round(r["a2i_r@1"] * n))
-        tail = sum(math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(hits, n + 1))
-        return tail < alpha
-
-    if heldout is None and train is None:
-        return None
-    if above_chance(heldout):
-        return "generalises"
-    return "memorises" if above_chance(train) else "none"
-
-
 def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None, callbacks=()) -> AlignResult:
     """``callbacks``: extra Lightning callbacks for the fit (tests watch the real training loop with them)."""
     rep = rep or Reporter()
     cfg.validate()
-    import torch
 
     from avasr_cli.data.manifest import check_audio_files, read_manifest
     from avasr_cli.env import make_deterministic
@@ -350,8 +209,8 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None, callba
     # recall on held-out pairs and on as many training pairs: memorising pairs vs alignment that generalises
     # recall is scored on at most recall_pairs held-out pairs: its cost stays flat as the corpus grows, and
     # chance (1 / images in the pool) stays comparable between corpus sizes
-    held_rows_all, held_rows = held_rows, _sample(held_rows, cfg.recall_pairs, cfg.seed)
-    train_sample = _sample(train_rows, len(held_rows), cfg.seed)
+    held_rows_all, held_rows = held_rows, recall_sample(held_rows, cfg.recall_pairs, cfg.seed)
+    train_sample = recall_sample(train_rows, len(held_rows), cfg.seed)
     recalls: dict[str, dict | None] = {"heldout_before": None, "train_before": None}
     if cfg.objective == "image" and held_rows:
         recalls["heldout_before"] = retrieval_recall(module, held_rows)
@@ -433,15 +292,6 @@ def run_align(run: RunDir, cfg: AlignConfig, rep: Reporter | None = None, callba
         encoder_sha256=state_sha256(bundle.state_dict),
         history=bundle.history, inputs=align_inputs(run, cfg), resumed_from=str(resume) if resume else None,
     )
-
-
-def _sample(rows: list[dict], n: int, seed: int) -> list[dict]:
-    import numpy as np
-
-    if n >= len(rows):
-        return list(rows)
-    idx = np.random.default_rng([seed, 31]).choice(len(rows), size=n, replace=False)
-    return [rows[i] for i in sorted(idx)]
 
 
 def _log_recall(trainer, recalls: dict) -> None:

@@ -107,7 +107,7 @@ def subsample_hours(rows: list[dict], hours: float, seed: int) -> list[dict]:
 def finetune_inputs(run: RunDir, cfg: FinetuneConfig) -> dict:
     """The train and dev manifests and the starting encoder: the run's aligned one, else ``--init``."""
     from avasr_cli.run import input_fingerprint
-    from avasr_cli.stages.align import resolve_init
+    from avasr_cli.models.start import resolve_init
 
     aligned = run.align_dir / "encoder"
     start = str(aligned) if run.stage("align") is not None else resolve_init(run, cfg.init)
@@ -130,7 +130,6 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
     rep = rep or Reporter()
     cfg.validate()
     _check_inputs(run, cfg)  # before the heavy imports: bad input fails in a second, not after NeMo loads
-    import lightning.pytorch as pl
     import torch
     from omegaconf import OmegaConf
 
@@ -142,7 +141,7 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
     from avasr_cli.models.trainer import (BestWeights, ReporterCallback, checkpoints_for, launch_rank, make_trainer,
                                           quiet_libraries, resolve_hardware, teardown_distributed)
     from avasr_cli.run import write_jsonl_atomic
-    from avasr_cli.stages.align import resolve_init
+    from avasr_cli.models.start import resolve_init
 
     quiet_libraries()
     run.require("prepare", "run `avasr prepare` first")
@@ -184,7 +183,7 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
     rank = launch_rank(hw.devices)
     streamed = _shard_streams(ft, train_rows, dev_rows, rank, hw.world_size)
     if streamed["train"]:
-        rep.log(f"train and dev audio streamed from NeMo tarred shards (Lhotse loader, duration buckets)")
+        rep.log("train and dev audio streamed from NeMo tarred shards (Lhotse loader, duration buckets)")
     model_cfg = build_config(decoder, bundle.preprocessor, bundle.encoder, ft / "tokenizer", train_manifest,
                              run.manifest("dev"), batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                              warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps, schedule=cfg.schedule,

@@ -16,15 +16,15 @@ no-op; a killed run resumes from its last checkpoint.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from avasr_cli.errors import ConfigError, InputError, at_least_one, raise_problems
 from avasr_cli.progress import Reporter
-from avasr_cli.run import avasr_home, sha256_file, write_json_atomic
-from avasr_cli.stages.align import SSL_BLOCK_SIZE, SSL_CODEBOOK_SIZE, SSL_MASK_PROB, ssl_problems, ssl_settings
+from avasr_cli.run import sha256_file, write_json_atomic
+from avasr_cli.models.start import builtin_dir, finished
+from avasr_cli.models.ssl import SSL_BLOCK_SIZE, SSL_CODEBOOK_SIZE, SSL_MASK_PROB, ssl_problems, ssl_settings
 
 POOL_PER_ALIGN_CLIP = 10  # the pool holds ten times the default alignment pool (800 clips)
 
@@ -84,23 +84,8 @@ class PretrainConfig:
 _RUNTIME = ("gpus", "nodes", "cpu_procs", "workers", "resume", "checkpoint_every", "out")
 
 
-def builtin_dir(lang: str) -> Path:
-    from avasr_cli.data.builtin import ALIASES
-
-    return avasr_home() / "pretrained" / f"builtin-ssl-{ALIASES.get(lang, lang)}"
-
-
 def output_dir(cfg: PretrainConfig) -> Path:
     return Path(cfg.out).expanduser() if cfg.out else builtin_dir(cfg.lang)
-
-
-def finished(directory: Path) -> dict | None:
-    """The record of a finished pretraining in ``directory`` (None when absent or unfinished)."""
-    try:
-        record = json.loads((directory / "pretrain.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return record if (directory / "encoder" / "encoder.json").is_file() else None
 
 
 def _pool_rows(cfg: PretrainConfig, rep: Reporter) -> tuple[list[dict], dict]:

@@ -123,7 +123,7 @@ def test_arms_differ_only_in_their_objective(arms):
 
 
 def test_audio_only_uses_nemo_nest_recipe_settings(arms):
-    from avasr_cli.models.align_module import SSL_DEFAULTS
+    from avasr_cli.models.ssl import SSL_DEFAULTS
 
     _, ra = arms["audio-only"]
     assert ra.budget["ssl"] == {"mask_prob": 0.01, "block_size": 40, "num_codes": 8192}
@@ -134,10 +134,10 @@ def test_audio_only_uses_nemo_nest_recipe_settings(arms):
 
 def test_audio_only_masks_about_a_third_of_the_frames():
     """NEST's 40-frame blocks starting at each frame with p=0.01 (overlapping) cover 1-(0.99)^40 ≈ 33%."""
-    from avasr_cli.models.align_module import AudioOnlyObjective
+    from avasr_cli.models.ssl import build_objective
 
     torch.manual_seed(0)
-    ssl = AudioOnlyObjective(features=80, d_model=64, subsampling=8)
+    ssl = build_objective(features=80, d_model=64, subsampling=8)
     feats = torch.randn(64, 80, 400)
     _, masks = ssl.masking(input_feats=feats, input_lengths=torch.full((64,), 400))
     fraction = masks[:, 0, :].float().mean().item()
@@ -212,10 +212,10 @@ def test_ssl_l2_tokens_are_nemos():
     """The control's quantizer gives exactly the tokens of NeMo's l2 quantizer with the same codebook."""
     from nemo.collections.asr.modules import RandomProjectionVectorQuantizer
 
-    from avasr_cli.models.align_module import AudioOnlyObjective
+    from avasr_cli.models.ssl import build_objective
 
     torch.manual_seed(0)
-    ours = AudioOnlyObjective(features=80, d_model=64, subsampling=8).quantizer
+    ours = build_objective(features=80, d_model=64, subsampling=8).quantizer
     nemo = RandomProjectionVectorQuantizer(feat_in=80, code_dim=16, num_classes=8192, num_books=1, dist_fn="l2",
                                            combine_time_steps=8, squeeze_single=True)
     nemo.load_state_dict(ours.state_dict())

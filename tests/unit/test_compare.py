@@ -527,3 +527,104 @@ def test_finetune_optimiser_differences_are_flagged_by_name(tmp_path, key, value
     assert by_arm["audio-only"]["flags"] == ["budget"] and by_arm["direct"]["flags"] == []
     note = next(n for n in res.flags if n.startswith("[budget]"))
     assert f"{key} {value}" in note, note
+
+
+# ------------------------------------------------------------------------------------ issue 20: controls
+def _set(run: Path, path: tuple, value) -> None:
+    record = json.loads((run / "run.json").read_text())
+    node = record
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    (run / "run.json").write_text(json.dumps(record))
+
+
+def test_shuffled_and_equal_compute_arms_are_labelled_as_such(tmp_path):
+    paths = [make_run(tmp_path, "direct", max_steps=1000), make_run(tmp_path, "img", arm="image", max_steps=1000),
+             make_run(tmp_path, "shuf", arm="image", max_steps=1000, align={"pairs": "shuffled"}),
+             make_run(tmp_path, "equal", max_steps=1500)]  # 1000 + the align arms' 500 steps
+    res = run_compare(CompareConfig(runs=tuple(map(str, paths)), n_resamples=50))
+    labels = [r["label"] for r in res.rows]
+    assert res.baseline == "direct" and labels[0] == "direct"  # the direct row fine-tuned like the others
+    assert "align:siglip2/infonce+shuffled" in labels and "align:siglip2/infonce" in labels
+    equal = next(r for r in res.rows if r.get("equal_compute"))
+    assert equal["label"] == "direct (equal compute: +500 steps)" and "budget" not in equal["flags"]
+    assert any(n.startswith("[equal-compute]") for n in res.flags)
+    shuffled = next(r for r in res.rows if r["label"].endswith("+shuffled"))
+    assert "align-budget" not in shuffled["flags"]  # the pairs are the arm, not a budget difference
+    # a direct arm with another step count that is not the align steps stays a flagged budget difference
+    other = make_run(tmp_path, "odd", max_steps=1200)
+    res = run_compare(CompareConfig(runs=tuple(map(str, [*paths, other])), n_resamples=50))
+    odd = next(r for r in res.rows if r["names"] == ["odd"])
+    assert "budget" in odd["flags"] and not odd.get("equal_compute")
+
+
+ENV = {"avasr": "0.1.0", "avasr_commit": "a" * 40, "python": "3.11.7", "torch": "2.13.0+cpu", "nemo_toolkit": "3.0.0",
+       "lightning": "2.4.0", "cpu": "AMD EPYC", "cpu_capability": "AVX2", "torch_threads": 2, "gpus": None,
+       "deterministic": True}
+
+
+def test_compare_flags_arms_whose_environments_differ(tmp_path):
+    direct, img = make_run(tmp_path, "direct"), make_run(tmp_path, "img", arm="image")
+    for run in (direct, img):
+        _set(run, ("stages", "finetune", "environment"), ENV)
+    res = run_compare(CompareConfig(runs=(str(direct), str(img)), n_resamples=50))
+    assert "env" not in res.rows[1]["flags"]
+    _set(img, ("stages", "finetune", "environment"), dict(ENV, cpu="Intel Xeon", cpu_capability="AVX512"))
+    res = run_compare(CompareConfig(runs=(str(direct), str(img)), n_resamples=50))
+    assert "env" in res.rows[1]["flags"]
+    note = next(n for n in res.flags if n.startswith("[env]"))
+    assert "cpu Intel Xeon vs AMD EPYC" in note and "cpu_capability AVX512 vs AVX2" in note
+    from avasr_cli.report.table import render_text
+
+    text = render_text(res, "markdown")
+    assert "Provenance (from the runs' records)" in text and "AMD EPYC / Intel Xeon" in text
+
+
+def test_intervals_resample_the_reports_unit(tmp_path):
+    paths = [make_run(tmp_path, "direct"), make_run(tmp_path, "img", arm="image", p_err=0.2)]
+    for p in paths:  # a built-in report: voices hold two speakers each
+        report = _report(p)
+        report["group_unit"] = "voice"
+        for u in report["utterances"]:
+            u["group"] = "v" + u["speaker"][-1] if int(u["speaker"][-1]) % 2 else "v" + str(int(u["speaker"][-1]) + 1)
+        (p / "reports" / "wer-test.json").write_text(json.dumps(report))
+    res = run_compare(CompareConfig(runs=tuple(map(str, paths)), n_resamples=300))
+    assert res.rows[1]["interval"] == "voice"
+    # the same draw over 4 voices is wider than over 8 speakers
+    by_speaker = paired_bootstrap([u["word_errors"] for u in _report(paths[0])["utterances"]], REF_WORDS,
+                                  [u["word_errors"] for u in _report(paths[1])["utterances"]], REF_WORDS,
+                                  SPEAKERS, n_resamples=300)
+    assert res.rows[1]["ci_high"] - res.rows[1]["ci_low"] != by_speaker["ci_high"] - by_speaker["ci_low"]
+    from avasr_cli.report.table import render_text
+
+    assert "test voices resampled" in render_text(res, "markdown")
+
+
+def test_by_word_splits_errors_into_word_classes(tmp_path):
+    classes = {"one": "count", "red": "colour", "ball": "shape", "ravi": "name", "drew": "verb"}
+    refs = ["one red ball", "ravi drew one red ball", "ravi drew"] * 8 + ["one ball"] * 16
+    hyps = {"direct": ["one rid ball", "ravi drew one rid bal", "rav drew"] * 8 + ["one bal"] * 16,
+            "img": ["one red ball", "rav drew one red ball", "rav drew"] * 8 + ["one ball"] * 16}
+    paths = []
+    for name, arm in (("direct", "direct"), ("img", "image")):
+        run = make_run(tmp_path, name, arm=arm)
+        report = _report(run)
+        report["utterances"] = [dict(u, ref=r, hyp=h) for u, r, h in zip(report["utterances"], refs, hyps[name])]
+        (run / "reports" / "wer-test.json").write_text(json.dumps(report))
+        (run / "data").mkdir()
+        (run / "data" / "data_card.json").write_text(json.dumps({"word_classes": classes}))
+        paths.append(str(run))
+    res = run_compare(CompareConfig(runs=tuple(paths), n_resamples=200, by_word=True))
+    cls = {c["class"]: c for c in res.by_word["classes"]}
+    assert cls["colour"]["baseline_error_rate"] == 1.0 and cls["colour"]["rows"][0]["error_rate"] == 0.0
+    assert cls["shape"]["occurrences"] == 32 and cls["shape"]["baseline_error_rate"] == 24 / 32
+    assert cls["name"]["baseline_error_rate"] == 0.5 and cls["name"]["rows"][0]["delta"] == 0.5  # worse on names
+    assert cls["depicted"]["rows"][0]["delta"] < 0 and cls["depicted"]["rows"][0]["ci_high"] <= 0
+    assert cls["not depicted"]["depicted"] is False
+    words = {w["word"]: w for w in res.by_word["changed"][0]["words"]}
+    assert words["red"]["delta"] == -1.0 and words["red"]["class"] == "colour"
+    from avasr_cli.report.table import render_text
+
+    text = render_text(res, "markdown")
+    assert "| **depicted** | yes |" in text and "Words whose error rate moved most" in text

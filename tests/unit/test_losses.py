@@ -206,7 +206,7 @@ def test_siglip_bias_option_is_checked_and_older_records_read_as_minus_ten():
     from avasr_cli.cli.common import _recorded_options
     from avasr_cli.errors import ConfigError
     from avasr_cli.stages.align import AlignConfig
-    from avasr_cli.stages.compare_runs import align_budget
+    from avasr_cli.stages.compare.runs import align_budget
 
     for bad in (AlignConfig(loss="siglip", siglip_bias=float("nan")), AlignConfig(loss="clip", siglip_bias=-3.0),
                 AlignConfig(objective="audio-only", siglip_bias=-3.0)):

@@ -9,9 +9,10 @@ import pytest
 
 from avasr_cli.data.builtin import LANGUAGES, CorpusConfig, plan
 from avasr_cli.errors import ConfigError, PrerequisiteError
-from avasr_cli.stages.align import AlignConfig, resolve_init, run_align
+from avasr_cli.models.start import builtin_dir, resolve_init
+from avasr_cli.stages.align import AlignConfig, run_align
 from avasr_cli.stages.finetune import FinetuneConfig, run_finetune
-from avasr_cli.stages.pretrain import POOL_PER_ALIGN_CLIP, PretrainConfig, builtin_dir, run_pretrain
+from avasr_cli.stages.pretrain import POOL_PER_ALIGN_CLIP, PretrainConfig, run_pretrain
 
 TINY = dict(num_clips=40, max_steps=3, batch_size=8, warmup_steps=1, workers=0, checkpoint_every=2)
 

@@ -7,7 +7,8 @@ from avasr_cli.data.manifest import read_manifest
 from avasr_cli.run import write_jsonl_atomic
 from avasr_cli.stages.align import AlignConfig, align_inputs, run_align
 from avasr_cli.stages.finetune import FinetuneConfig, finetune_inputs, run_finetune
-from avasr_cli.stages.pretrain import PretrainConfig, builtin_dir, run_pretrain
+from avasr_cli.models.start import builtin_dir
+from avasr_cli.stages.pretrain import PretrainConfig, run_pretrain
 
 FT = FinetuneConfig(decoder="ctc", max_steps=2, batch_size=6, val_every=2, workers=0, warmup_steps=1)
 AL = AlignConfig(objective="audio-only", max_steps=2, batch_size=6, workers=0, warmup_steps=1)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from avasr_cli.data import vaani, vaani_shards
+from avasr_cli.data.vaani import shards as vaani_shards
+from avasr_cli.data.vaani import source as vaani
 from avasr_cli.data.manifest import SPLITS, read_manifest
 from avasr_cli.errors import InputError
 from avasr_cli.progress import Reporter
@@ -198,7 +199,11 @@ def test_local_layout_and_config_selection(snapshot):
     assert sorted(vaani.VaaniDataset(str(tr), None, None).files("Kannada")) == ["test", "train", "validation"]
     assert vaani.speaker_keys(None, vaani_name("Mysore", "6001", 3)) == ("Karnataka_Mysore_6001",
                                                                          ["Karnataka_Mysore_6001"])
-    assert vaani.speaker_keys("6001", vaani_name("Mysore", "6001", 3)) == ("6001", ["6001", "Karnataka_Mysore_6001"])
+    # one speaker, one key: the row with a real speakerID and the row with the placeholder agree
+    assert vaani.speaker_keys("6001", vaani_name("Mysore", "6001", 3)) == ("Karnataka_Mysore_6001",
+                                                                         ["Karnataka_Mysore_6001"])
+    assert vaani.speaker_keys("6001", vaani_name("Mysore", "6001", 3)) == vaani.speaker_keys("NA", vaani_name("Mysore", "6001", 4))
+    assert vaani.speaker_keys("6001", "clip_0003.wav") == ("6001", ["6001"])  # no Vaani name: the column
     assert vaani.speaker_keys("NA", vaani_name("Mysore", "6001", 3))[0] == "Karnataka_Mysore_6001"
     assert vaani.speaker_keys(None, "spk12_0003.wav")[0] == "spk12"
     assert vaani.speaker_keys("N/A", "recording.wav") == (vaani.UNKNOWN_SPEAKER, [])

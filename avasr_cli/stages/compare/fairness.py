@@ -31,7 +31,7 @@ import math
 from typing import Any
 
 from avasr_cli.errors import FairnessError, InputError
-from avasr_cli.stages.compare_runs import Run, fmt
+from avasr_cli.stages.compare.runs import Run, fmt
 
 HOURS_TOLERANCE = 0.02  # relative: seeds subsample slightly different amounts of the same hours
 _BUDGET_KEYS = ("max_steps", "effective_batch", "lr", "head_lr", "layer_decay", "weight_decay", "schedule", "decoder")

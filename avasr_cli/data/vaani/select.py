@@ -1,11 +1,12 @@
 """Vaani names and selection: speakers, utterance ids, which configs to read, which rows to keep.
 
 Speakers
-    The ``speakerID`` column when it holds a real id. Vaani often stores the placeholder ``"NA"`` (and a
-    subset or an older revision may lack the column), and a placeholder is not a speaker: the speaker then
-    comes from the file name, ``IISc_VaaniProject_<S>_<State>_<District>_<speaker>_…`` giving
-    ``<State>_<District>_<speaker>`` (the state token as written, e.g. ``KA``, so that districts of the same
-    name in two states stay apart); other names give the stem without its last ``_`` field
+    One canonical key per speaker, everywhere (manifests, data card, leak check): from a Vaani file name,
+    ``IISc_VaaniProject_<S>_<State>_<District>_<speaker>_…`` gives ``<State>_<District>_<speaker>`` (the
+    state token as written, e.g. ``KA``, so that districts of the same name in two states stay apart), with
+    the ``speakerID`` column's id in the ``<speaker>`` place when it holds a real one. Vaani often stores the
+    placeholder ``"NA"`` (and a subset or an older revision may lack the column): a placeholder is not a
+    speaker. Other names give the column's id, else the stem without its last ``_`` field
     (``spk12_0003.wav`` → ``spk12``). A name without either is of :data:`UNKNOWN_SPEAKER`: such rows are
     counted, never carved into dev/test by speaker and never matched by the leak check.
 
@@ -47,16 +48,26 @@ def is_placeholder(value: Any) -> bool:
 
 
 def speaker_keys(speaker_col: Any, name: str) -> tuple[str, list[str]]:
-    """The speaker (a real column value, else parsed from the file name, else :data:`UNKNOWN_SPEAKER`) and
-    every key it may match under in the leak check (none for an unknown speaker)."""
+    """The speaker's one canonical key and the keys it matches under in the leak check (that key alone;
+    none for an unknown speaker).
+
+    A Vaani file name gives ``<State>_<District>_<speaker>``; the ``speakerID`` column, when it holds a real
+    id, takes the ``<speaker>`` place under the same state and district, so a speaker's rows with and
+    without the column carry one key (the column's id is the name's speaker field in Vaani: both name the
+    recording's speaker). Without a Vaani name: the column's id, else the stem before its last ``_``
+    field, else :data:`UNKNOWN_SPEAKER`."""
     stem = Path(name).stem if name else ""
-    parsed = ""
-    if m := _VAANI_NAME.match(stem):
-        parsed = "" if is_placeholder(m.group(3)) else f"{m.group(1)}_{m.group(2)}_{m.group(3)}"
-    elif "_" in stem and not is_placeholder(stem.rsplit("_", 1)[0]):
-        parsed = stem.rsplit("_", 1)[0]
     col = "" if is_placeholder(speaker_col) else str(speaker_col).strip()
-    return col or parsed or UNKNOWN_SPEAKER, sorted({k for k in (col, parsed) if k})
+    if m := _VAANI_NAME.match(stem):
+        ident = col or ("" if is_placeholder(m.group(3)) else m.group(3))
+        key = f"{m.group(1)}_{m.group(2)}_{ident}" if ident else ""
+    elif col:
+        key = col
+    elif "_" in stem and not is_placeholder(stem.rsplit("_", 1)[0]):
+        key = stem.rsplit("_", 1)[0]
+    else:
+        key = ""
+    return key or UNKNOWN_SPEAKER, [key] if key else []
 
 
 def utt_id_of(name: str, blob: bytes | None) -> str:

@@ -3,17 +3,21 @@
 Reads only ``run.json`` and ``reports/wer-<split>.json`` of each run directory (no lock, nothing written
 except an optional plot). Never imports torch or NeMo. The parts, each its own module:
 
-* :mod:`~avasr_cli.stages.compare_runs` — reading runs: the settings shown and grouped by, the recorded
+* :mod:`~avasr_cli.stages.compare.runs` — reading runs: the settings shown and grouped by, the recorded
   (or, for older runs, rebuilt) continued-pretraining budget, runs grouped into rows.
-* :mod:`~avasr_cli.stages.compare_fairness` — same test set or stop; fine-tuning budget, tokenizer and
+* :mod:`~avasr_cli.stages.compare.fairness` — same test set or stop; fine-tuning budget, tokenizer and
   hours flags against the baseline; continued-pretraining budget flags against a reference align row.
-* :mod:`~avasr_cli.stages.compare_stats` — mean ± std over seeds, the speaker-only and the seed×speaker
+* :mod:`~avasr_cli.stages.compare.stats` — mean ± std over seeds, the speaker-only and the seed×speaker
   bootstrap, per-seed differences.
-* :mod:`~avasr_cli.stages.compare_rows` — the baseline, row labels, the row dicts.
+* :mod:`~avasr_cli.stages.compare.rows` — the baseline, row labels (the shuffled-pairs control and the
+  equal-compute direct arm named as such), the row dicts.
+* :mod:`~avasr_cli.stages.compare.summary` — what each row's alignment stage reached, and the stacks the
+  runs were made with (provenance).
+* :mod:`~avasr_cli.stages.compare.words` — ``--by-word``: error rates per word class and per word.
 
 Arms and groups
     A run's arm is ``direct`` (no align stage), ``audio-only`` (align objective ``audio-only``) or
-    ``align:<vision>/<loss>``. Runs whose settings (arm, align and finetune settings, data, the train hours
+    ``align:<vision>/<loss>`` (``+shuffled`` for the negative control, ``@L<n>`` for an intermediate layer). Runs whose settings (arm, align and finetune settings, data, the train hours
     asked for) are equal and that differ only in seeds form one row: WER/CER are the mean ± sample std over
     them. An init description that differs only by a ``seed N`` inside it or by the run's own directory
     counts as the same setting. Seeds subsample slightly different amounts of the hours asked for, so the
@@ -29,11 +33,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from avasr_cli.errors import raise_problems
-from avasr_cli.stages.compare_fairness import check_same_test_set, other_split_notes
-from avasr_cli.stages.compare_rows import build_rows, resolve_baseline
-from avasr_cli.stages.compare_runs import group_runs, load_runs
-from avasr_cli.stages.compare_stats import add_bootstrap
+from avasr_cli.errors import ConfigError, raise_problems
+from avasr_cli.stages.compare.fairness import check_same_test_set, other_split_notes
+from avasr_cli.stages.compare.rows import build_rows, resolve_baseline
+from avasr_cli.stages.compare.runs import group_runs, load_runs
+from avasr_cli.stages.compare.stats import add_bootstrap
+from avasr_cli.stages.compare.summary import alignment_summary, provenance
 
 FORMATS = ("rich", "markdown", "csv", "json")
 _SPLIT_ORDER = {"test": 0, "dev": 1, "validation": 1, "train": 2}
@@ -48,6 +53,8 @@ class CompareConfig:
     plot: str | None = None
     n_resamples: int = 1000
     seed: int = 0
+    by_word: bool = False  # also the by-word report (stages.compare.words)
+    compact: bool = False  # markdown: the terminal table's columns
 
     def validate(self) -> None:
         problems = []
@@ -74,6 +81,10 @@ class CompareResult:
     n_resamples: int
     seed: int
     plot: str | None = None
+    alignment: list = dataclasses.field(default_factory=list)  # the continued-pretraining stage per row
+    provenance: dict = dataclasses.field(default_factory=dict)  # the stacks and commits the runs were made with
+    by_word: dict | None = None
+    compact: bool = False
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -95,7 +106,15 @@ def run_compare(cfg: CompareConfig) -> CompareResult:
     rows = build_rows(groups, base, splits, cfg.split, notes)
     add_bootstrap(groups, rows, base, cfg.split, cfg.n_resamples, cfg.seed, notes)
     result = CompareResult(split=cfg.split, splits=splits, baseline=rows[base]["label"] if base is not None else None,
-                           rows=rows, flags=list(dict.fromkeys(notes)), n_resamples=cfg.n_resamples, seed=cfg.seed)
+                           rows=rows, flags=list(dict.fromkeys(notes)), n_resamples=cfg.n_resamples, seed=cfg.seed,
+                           alignment=alignment_summary(groups, rows), provenance=provenance(runs),
+                           compact=cfg.compact)
+    if cfg.by_word:
+        if base is None:
+            raise ConfigError("--by-word needs a baseline", "pass --baseline RUN_OR_ARM, or include a `direct` run")
+        from avasr_cli.stages.compare.words import by_word
+
+        result.by_word = by_word(groups, rows, base, cfg.split, n_resamples=cfg.n_resamples, seed=cfg.seed)
     if cfg.plot:
         from avasr_cli.report.table import plot_compare
 

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from avasr_cli.errors import ConfigError
-from avasr_cli.stages.compare_fairness import (align_budget_diffs, align_reference, align_row_budget,
+from avasr_cli.stages.compare.fairness import (align_budget_diffs, align_reference, align_row_budget,
                                                environment_flags, finetune_flags)
-from avasr_cli.stages.compare_runs import DASH, GROUP_KEYS, Run, fmt
-from avasr_cli.stages.compare_stats import mean_std, seed_deltas
+from avasr_cli.stages.compare.runs import DASH, GROUP_KEYS, Run, fmt
+from avasr_cli.stages.compare.stats import mean_std, seed_deltas
 
 
 def resolve_baseline(baseline: str | None, groups: list[list[Run]], notes: list[str]) -> int | None:
@@ -72,7 +72,8 @@ def row_labels(groups: list[list[Run]]) -> list[str]:
 
 def equal_compute_rows(groups: list[list[Run]], base: int | None, ref: int | None) -> dict[int, int]:
     """Direct rows (other than the baseline) fine-tuned for the baseline's steps plus exactly the align
-    steps of the reference continued-pretraining row, at the same batch: row index → those extra steps."""
+    steps of the reference continued-pretraining row, at the baseline's fine-tuning batch: row index →
+    those extra steps."""
     if base is None or ref is None:
         return {}
     b, a = groups[base][0].info, groups[ref][0].info["align_budget"] or {}
@@ -83,8 +84,7 @@ def equal_compute_rows(groups: list[list[Run]], base: int | None, ref: int | Non
         if gi == base or info["arm"] != "direct" or not isinstance(extra, int):
             continue
         if (isinstance(info["max_steps"], int) and isinstance(b["max_steps"], int)
-                and info["max_steps"] == b["max_steps"] + extra and info["effective_batch"] == b["effective_batch"]
-                and a.get("effective_batch") == b["effective_batch"]):
+                and info["max_steps"] == b["max_steps"] + extra and info["effective_batch"] == b["effective_batch"]):
             out[gi] = extra
     return out
 
@@ -155,7 +155,7 @@ def build_rows(groups: list[list[Run]], base: int | None, splits: list[str], spl
             row["equal_compute"] = True
             b_steps = groups[base][0].info["max_steps"]
             notes.append(f"[equal-compute] {label}: the direct baseline's {b_steps} fine-tuning steps plus as many "
-                         f"as the continued-pretraining arms' {extra[gi]} align steps, at the same batch: as many "
+                         f"as the continued-pretraining arms' {extra[gi]} align steps, at its batch: as many "
                          "training steps as an aligned arm, without the images")
         env_flags, env_notes = environment_flags(g, base_runs, label)
         row["flags"] += env_flags

@@ -42,6 +42,8 @@ class Run:
     name: str
     info: dict
     reports: dict[str, dict]
+    align_result: dict | None = None  # run.json's align result (recall, loss, verdict), when it has one
+    finished: tuple = ()  # when its stages finished
 
 
 def get(d: Any, *keys: str) -> Any:
@@ -197,7 +199,11 @@ def load_run(path: str) -> Run:
         reports[rep.get("split") or f.name[len("wer-"):-len(".json")]] = rep
     if not reports:
         raise InputError(f"run directory {path} has no reports (reports/wer-<split>.json)", f"avasr evaluate -r {path}")
-    return Run(path=str(path), name=p.resolve().name, info=run_info(record, p.resolve()), reports=reports)
+    stages = record.get("stages") or {}
+    align = get(stages, "align", "result")
+    return Run(path=str(path), name=p.resolve().name, info=run_info(record, p.resolve()), reports=reports,
+               align_result=align if isinstance(align, dict) else None,
+               finished=tuple(str(s.get("finished")) for s in stages.values() if isinstance(s, dict) and s.get("finished")))
 
 
 def load_runs(paths: tuple[str, ...], notes: list[str]) -> list[Run]:
@@ -212,7 +218,10 @@ def load_runs(paths: tuple[str, ...], notes: list[str]) -> list[Run]:
             seen.add(Path(p).resolve())
             keep.append(p)
     if not keep:
-        raise InputError("no run directories among the arguments", "pass run directories, e.g. `avasr compare runs/*`")
+        files = [p for p in paths if Path(p).is_file()]
+        said = f" ({', '.join(map(str, files[:3]))}{' …' if len(files) > 3 else ''}: files, not run directories)" if files else ""
+        raise InputError(f"no run directories among the arguments{said}",
+                         "pass run directories, e.g. `avasr compare runs/*`")
     runs = [load_run(p) for p in keep]
     names = [r.name for r in runs]
     for r in runs:  # show the path where folder names collide

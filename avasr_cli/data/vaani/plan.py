@@ -25,8 +25,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from avasr_cli.data.vaani_hub import WAV_BYTES_PER_SECOND, VaaniDataset
-from avasr_cli.data.vaani_select import SPLIT_NAMES, norm
+from avasr_cli.data.vaani.hub import WAV_BYTES_PER_SECOND, VaaniDataset
+from avasr_cli.data.vaani.select import SPLIT_NAMES, norm
 from avasr_cli.errors import ConfigError, ResourceError
 from avasr_cli.progress import Reporter
 

@@ -2,7 +2,7 @@
 
 Phases run in this order: ``dev`` and ``test`` (the official splits of the transcription part), ``train``,
 ``align`` (main Vaani), then the images the kept alignment rows name. The rules (speakers, splits, caps,
-the leak check) are listed in :mod:`avasr_cli.data.vaani`; every row dropped is counted by reason.
+the leak check) are listed in :mod:`avasr_cli.data.vaani.source`; every row dropped is counted by reason.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import os
 from collections import Counter
 from typing import Any, Callable, Iterator
 
-from avasr_cli.data.vaani_hub import VaaniDataset
-from avasr_cli.data.vaani_images import attach_images
-from avasr_cli.data.vaani_select import (SPLIT_NAMES, UNKNOWN_SPEAKER, blob_of, norm, row_filter, speaker_keys,
+from avasr_cli.data.vaani.hub import VaaniDataset
+from avasr_cli.data.vaani.images import attach_images
+from avasr_cli.data.vaani.select import (SPLIT_NAMES, UNKNOWN_SPEAKER, blob_of, norm, row_filter, speaker_keys,
                                          utt_id_of)
-from avasr_cli.data.vaani_shards import Phase, Running, run_phase
+from avasr_cli.data.vaani.shards import Phase, Running, run_phase
 
 CARVE = (("test", 0.10), ("dev", 0.05))  # fraction of speakers, when the official split is missing
 

@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator
 from urllib.parse import quote
 
-from avasr_cli.data.vaani_select import SPLIT_NAMES, norm
+from avasr_cli.data.vaani.select import SPLIT_NAMES, norm
 from avasr_cli.errors import AvasrError, InputError
 
 WAV_BYTES_PER_SECOND = 32_000  # 16 kHz, 16-bit, mono: the format Vaani publishes its audio in

@@ -5,7 +5,7 @@ its alignment rows only. Pass one reads just the name column (``image.path``, el
 ``referenceImage``) of every row group; a name is matched by its basename to the basename of a row's
 ``referenceImage``, and the first row holding a needed name wins (later ones are counted as duplicates).
 Pass two reads the image bytes of only the row groups that hold a needed name and yields those rows, for
-:mod:`avasr_cli.data.vaani_shards` to decode and store once as ``images/<sha256>.<ext>``. Parquet is read by
+:mod:`avasr_cli.data.vaani.shards` to decode and store once as ``images/<sha256>.<ext>``. Parquet is read by
 row group, so a needed image costs the bytes of its row group, not of its shard. An alignment pair whose
 image is unnamed, absent or corrupt is dropped (counted).
 """
@@ -18,8 +18,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from avasr_cli.data.vaani_hub import VaaniDataset
-from avasr_cli.data.vaani_shards import Phase, read_json, run_phase
+from avasr_cli.data.vaani.hub import VaaniDataset
+from avasr_cli.data.vaani.shards import Phase, read_json, run_phase
 from avasr_cli.progress import Reporter
 from avasr_cli.run import write_json_atomic
 

@@ -1,17 +1,5 @@
-"""The Vaani source: ``ARTPARK-IISc/Vaani`` (image-prompted audio, images in the ``images`` config) and
-``ARTPARK-IISc/Vaani-transcription-part`` (transcribed audio with train/validation/test), read through
-``datasets`` from the hub (streaming) or from a local snapshot directory, decoded into a shared cache.
-
-The parts, each readable alone:
-
-* :mod:`~avasr_cli.data.vaani_hub` — dataset access: hub ids and local snapshots, config and file listing,
-  the gated-access check and its errors, the explicit parquet listing fallback;
-* :mod:`~avasr_cli.data.vaani_select` — names and selection: speakers (``"NA"`` is no speaker), utterance ids,
-  which configs to read for ``--lang``/``--districts``, which rows to keep;
-* :mod:`~avasr_cli.data.vaani_plan` — the plan printed before decoding, the large-job and free-space checks;
-* :mod:`~avasr_cli.data.vaani_shards` — resumable, parallel decoding in shards;
-* :mod:`~avasr_cli.data.vaani_images` — image names first, then only the needed images;
-* :mod:`~avasr_cli.data.vaani_build` — the phases and the rules that turn their rows into splits.
+"""The Vaani source as a whole (:func:`prepare_vaani`), read through ``datasets`` from the hub
+(streaming) or from a local snapshot directory; its parts are the other modules of this package.
 
 Order of work (nothing is written before step 4, so a refused token or a refused plan leaves no trace)
     1. list both datasets' configs and choose what to read (:func:`select_configs`);
@@ -20,7 +8,7 @@ Order of work (nothing is written before step 4, so a refused token or a refused
     4. decode ``dev``, ``test``, ``train``, ``align``, then the images the kept alignment rows name.
 
 Rules
-    * speaker: see :mod:`~avasr_cli.data.vaani_select`; every key a speaker may go by is kept for the leak
+    * speaker: see :mod:`~avasr_cli.data.vaani.select`; every key a speaker may go by is kept for the leak
       check, so a dataset with the ``speakerID`` column and one without still match.
     * utterance id: the audio file stem (the two datasets share file names; that is how a dev/test
       utterance is recognised in the alignment set).
@@ -58,9 +46,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from avasr_cli.data.vaani_hub import VaaniDataset, parse_ref
-from avasr_cli.data.vaani_select import UNKNOWN_SPEAKER, is_images, norm, select_configs, speaker_keys
-from avasr_cli.data.vaani_shards import read_json
+from avasr_cli.data.vaani.hub import VaaniDataset, parse_ref
+from avasr_cli.data.vaani.select import UNKNOWN_SPEAKER, is_images, norm, select_configs, speaker_keys
+from avasr_cli.data.vaani.shards import read_json
 from avasr_cli.progress import Reporter
 from avasr_cli.run import avasr_home, write_json_atomic
 
@@ -92,8 +80,8 @@ def prepare_vaani(cfg, rep: Reporter | None = None, token: str | None = None) ->
     import fcntl
 
     from avasr_cli.data.text import script_for_lang
-    from avasr_cli.data.vaani_build import Builder
-    from avasr_cli.data.vaani_plan import make_plan
+    from avasr_cli.data.vaani.build import Builder
+    from avasr_cli.data.vaani.plan import make_plan
     from avasr_cli.errors import ConfigError
 
     rep = rep or Reporter()
@@ -127,7 +115,7 @@ def prepare_vaani(cfg, rep: Reporter | None = None, token: str | None = None) ->
 def _layout(root: Path, cfg, audio: VaaniDataset, transcribed: VaaniDataset) -> tuple[dict, bool]:
     """(configs read, splits and sizes of both datasets; whether they were just found). Cached in
     ``layout.json`` so that a finished corpus needs no hub; found fresh, both datasets' access is checked."""
-    from avasr_cli.data.vaani_plan import image_bytes, measure
+    from avasr_cli.data.vaani.plan import image_bytes, measure
 
     cached = read_json(root / "layout.json")
     if cached is not None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 
-from avasr_cli.stages.compare_runs import Run
+from avasr_cli.stages.compare.runs import Run
 
 SEED_SPEAKER, SPEAKER = "seed×speaker", "speaker"
 
