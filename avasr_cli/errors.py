@@ -56,3 +56,53 @@ def raise_problems(problems: list[str], hint: str) -> None:
     """A config's validate() collects every problem, then raises them as one ConfigError."""
     if problems:
         raise ConfigError("; ".join(problems), hint)
+
+
+_OS_HINTS = {
+    "EEXIST": ("is a file where a directory is needed", "move the file away or choose another path"),
+    "ENOTDIR": ("has a file where a directory is needed", "move the file away or choose another path"),
+    "EISDIR": ("is a directory where a file is needed", "name a file, or move the directory away"),
+    "ENOENT": ("does not exist", "check the path (a typo, or an earlier stage not run yet)"),
+    "EACCES": ("is not accessible (permission denied)", "check its permissions or choose a path you can write"),
+    "EPERM": ("is not accessible (operation not permitted)", "check its permissions or choose another path"),
+    "EROFS": ("is on a read-only file system", "point --run-dir / AVASR_HOME at a writable disk"),
+    "ENOSPC": ("is on a full disk", "free some space or point --run-dir / AVASR_HOME at a larger disk"),
+    "EDQUOT": ("is over the disk quota", "free some space or point --run-dir / AVASR_HOME at a larger disk"),
+    "ENAMETOOLONG": ("has a name that is too long", "choose a shorter path"),
+}
+
+
+def from_os_error(exc: OSError) -> AvasrError | None:
+    """An :class:`OSError` that names a path, as the CLI's one-line error naming that path (or None)."""
+    import errno
+
+    name = errno.errorcode.get(exc.errno or 0, "")
+    path = exc.filename
+    if name not in _OS_HINTS or path is None:
+        return None
+    what, hint = _OS_HINTS[name]
+    if name in ("ENOTDIR", "EEXIST"):
+        from pathlib import Path
+
+        blocker = next((p for p in [Path(path), *Path(path).parents] if p.exists() and not p.is_dir()), None)
+        if blocker is not None and str(blocker) != str(path):
+            return InputError(f"{blocker} is a file, so {path} cannot be made or used as a directory", hint)
+    return InputError(f"{path} {what}", hint)
+
+
+def not_a_file(path) -> str:
+    """Why ``path`` cannot be read as a file ("does not exist", "is a directory, not a file", "is not
+    readable"), or "" when it can."""
+    import os
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        return "is a directory, not a file"
+    if not p.exists():
+        return "does not exist"
+    if not p.is_file():
+        return "is not a regular file"
+    if not os.access(p, os.R_OK):
+        return "is not readable (permission denied)"
+    return ""

@@ -35,7 +35,11 @@ STAGE_ORDER = ("prepare", "embed-images", "align", "finetune", "evaluate")
 
 def avasr_home() -> Path:
     """The shared cache for decoded corpora, feature stores and tiny models (``$AVASR_HOME``)."""
-    return Path(os.environ.get("AVASR_HOME", Path.home() / ".cache" / "avasr")).expanduser()
+    home = Path(os.environ.get("AVASR_HOME", Path.home() / ".cache" / "avasr")).expanduser()
+    if home.exists() and not home.is_dir():
+        raise RunDirError(f"AVASR_HOME {home} is a file, not a directory",
+                          "point AVASR_HOME at a directory (it is created when missing)")
+    return home
 
 
 # --------------------------------------------------------------------------------------------- atomic io
@@ -271,7 +275,11 @@ def resolve_run_dir(path: str | os.PathLike | None) -> RunDir:
     """``--run-dir`` beats ``$AVASR_RUN_DIR`` beats the current directory."""
     if path is None:
         path = os.environ.get("AVASR_RUN_DIR") or "."
-    return RunDir(Path(path))
+    run = RunDir(Path(path))
+    if run.root.exists() and not run.root.is_dir():
+        raise RunDirError(f"run directory {run.root} is a file, not a directory",
+                          "choose another --run-dir (it is created when missing), or move the file away")
+    return run
 
 
 def input_fingerprint(files: dict[str, Path], start: str | None = None) -> dict:

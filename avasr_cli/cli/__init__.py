@@ -81,6 +81,14 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a path of the wrong kind, missing, unreadable, unwritable, on a full disk
+        from avasr_cli.errors import from_os_error
+
+        mapped = from_os_error(exc)
+        if mapped is None or debug():
+            raise
+        render_error(mapped)
+        sys.exit(mapped.exit_code)
     except Exception as exc:  # click usage errors and the unexpected
         import click
 

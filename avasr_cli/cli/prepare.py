@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from avasr_cli.cli.common import ForceOption, JsonOption, RunDirOption, run_stage
-from avasr_cli.data.vaani_plan import LARGE_PHASE_HOURS
+from avasr_cli.data.vaani.plan import LARGE_PHASE_HOURS
 
 BUILTIN, VAANI, BYO = "Built-in corpus (--source builtin)", "Vaani (--source vaani)", "Your manifests (--source manifest)"
 

@@ -26,7 +26,7 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from avasr_cli.errors import InputError
+from avasr_cli.errors import InputError, not_a_file
 
 IMAGE_FIELDS = ("image_filepath", "image_path", "image", "referenceImage")
 SPLITS = ("align", "train", "dev", "test")
@@ -42,8 +42,8 @@ def image_field(row: dict) -> str | None:
 def read_manifest(path: Path | str, *, require: Iterable[str] = ("audio_filepath", "duration")) -> list[dict]:
     """Read a manifest; any malformed line raises :class:`InputError` naming the file and line."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"manifest {path} does not exist", "run `avasr prepare` first, or check the path")
+    if why := not_a_file(path):
+        raise InputError(f"manifest {path} {why}", "run `avasr prepare` first, or check the path")
     rows: list[dict] = []
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
@@ -116,8 +116,8 @@ def _audio_problem(path, lineno: int, row: dict, sample_rate: int) -> InputError
     if not audio.is_absolute():
         audio = Path(path).parent / audio
     where = f"{path}:{lineno}"
-    if not audio.is_file():
-        return InputError(f"{where}: audio file {audio} does not exist",
+    if why := not_a_file(audio):
+        return InputError(f"{where}: audio file {audio} {why}",
                           "restore the file, or rerun `avasr prepare --force` to rebuild the manifests")
     try:
         info = sf.info(str(audio))

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Callable
 
 from avasr_cli.data.manifest import SPLITS
-from avasr_cli.data.vaani_select import UNKNOWN_SPEAKER
-from avasr_cli.errors import ConfigError, InputError
+from avasr_cli.data.vaani.select import UNKNOWN_SPEAKER
+from avasr_cli.errors import ConfigError, InputError, not_a_file
 from avasr_cli.progress import Reporter
 from avasr_cli.run import RunDir, write_json_atomic, write_jsonl_atomic
 
@@ -46,7 +46,7 @@ class PrepareConfig:
     districts: tuple[str, ...] = ()
     max_align_hours: float | None = None
     max_train_hours: float | None = None
-    all: bool = False  # decode a phase above the large-job threshold without a cap (avasr_cli.data.vaani_plan)
+    all: bool = False  # decode a phase above the large-job threshold without a cap (avasr_cli.data.vaani.plan)
     # vaani and manifest
     max_duration: float = 20.0
     workers: int = 2
@@ -111,8 +111,8 @@ class PrepareConfig:
                 path = getattr(self, split)
                 if not path:
                     problems.append(f"--{split} is required with --source manifest")
-                elif not Path(path).expanduser().is_file():
-                    problems.append(f"--{split} {path} does not exist")
+                elif why := not_a_file(Path(path).expanduser()):
+                    problems.append(f"--{split} {path} {why}")
             hints.append("give a NeMo manifest (.jsonl) for each of --train, --dev, --test and --align")
         elif given:
             problems.append(f"--{'/--'.join(given)} only apply to --source manifest")
@@ -133,6 +133,7 @@ class PrepareResult:
     unknown_speaker_rows: dict[str, int] = field(default_factory=dict)
     manifests: dict[str, str] = field(default_factory=dict)
     data_card: str = ""
+    speaker_group_unit: str = "speaker"  # what a row's speaker_group is: "voice" (built-in) or "speaker"
     seconds: float = 0.0
 
 
@@ -258,9 +259,10 @@ def run_prepare(run: RunDir, cfg: PrepareConfig, rep: Reporter | None = None, *,
     card_path = run.data / "data_card.json"
     result.data_card = str(card_path)
     result.seconds = round(time.time() - start, 2)
+    result.speaker_group_unit = data.card.pop("speaker_group_unit", "speaker")
     write_json_atomic(card_path, dict(
         source=cfg.source, lang=cfg.lang, config=dataclasses.asdict(cfg), **counted,
-        speaker_group_unit=data.card.pop("speaker_group_unit", "speaker"),
+        speaker_group_unit=result.speaker_group_unit,
         disjointness=check, versions=_versions(__version__),
         audio_layout=cfg.audio_layout, audio_files=files,
         audio_files_per_10k_clips={s: round(files[s] * 10_000 / len(data.splits[s]), 1) if data.splits[s] else 0.0
