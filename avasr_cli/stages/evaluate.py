@@ -192,15 +192,10 @@ def run_evaluate(run: RunDir, cfg: EvaluateConfig, rep: Reporter | None = None) 
 
 
 def group_unit(run: RunDir) -> str:
-    """What a row's ``speaker_group`` is (the data card's ``speaker_group_unit``): ``voice`` on the built-in
-    corpus, ``speaker`` elsewhere (and for runs prepared before groups existed)."""
-    import json
-
-    try:
-        card = json.loads((run.data / "data_card.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "speaker"
-    unit = card.get("speaker_group_unit") if isinstance(card, dict) else None
+    """What a row's ``speaker_group`` is, as the prepare stage recorded it in run.json: ``voice`` on the
+    built-in corpus, ``speaker`` elsewhere (and for runs prepared before groups existed)."""
+    record = run.stage("prepare") or {}
+    unit = (record.get("result") or {}).get("speaker_group_unit") if isinstance(record, dict) else None
     return unit if isinstance(unit, str) and unit else "speaker"
 
 

@@ -1,6 +1,11 @@
 """``avasr embed-images --cpu-procs 2`` (two processes, gloo, Lightning Fabric's launcher, the real CLI): the
 images are divided between the ranks, each commits its own shards into the one store, and the store holds
-exactly what one process writes; a two-process run killed mid-way resumes where its shards stopped."""
+what one process writes; a two-process run killed mid-way resumes where its shards stopped.
+
+Not bit for bit: each of two processes runs with half the CPU threads, and the CPU kernels (oneDNN/MKL)
+split their sums by thread count, so a few features land one float16 step apart (measured on CI: 2 of
+640 values, 1 ulp). Same process count, same machine: identical (``test_embed_images``). The bound
+asserted here is 2 ulps, on at most 2 % of the values."""
 
 from __future__ import annotations
 
@@ -46,6 +51,18 @@ def wait_for_ranks(run, timeout: float = 60) -> None:
         time.sleep(0.5)
 
 
+def assert_within_fp16_ulps(actual, desired, ulps: int = 2, share: float = 0.02) -> None:
+    """float16 arrays equal up to ``ulps`` representable steps, and unequal in at most ``share`` of places."""
+    a, d = np.asarray(actual, np.float16), np.asarray(desired, np.float16)
+    assert a.shape == d.shape
+    # float16 bit patterns in a monotone integer order: the difference counts representable steps
+    ia, id_ = (x.view(np.int16).astype(np.int32) for x in (a, d))
+    ia, id_ = (np.where(x < 0, -32768 - x, x) for x in (ia, id_))
+    steps = np.abs(ia - id_)
+    assert steps.max() <= ulps, f"{int(steps.max())} float16 steps apart at {np.unravel_index(steps.argmax(), a.shape)}"
+    assert (steps > 0).mean() <= share, f"{(steps > 0).mean():.2%} of the values differ"
+
+
 def features(run):
     record = json.loads((run.root / "features.json").read_text())
     store = FeatureStore.open(record["store"])
@@ -75,8 +92,8 @@ def test_two_processes_write_the_store_one_process_writes(runs, monkeypatch):
     assert (rec2["processes"], rec2["embedded"], rec2["cached"], rec2["skipped"]) == (2, N_IMAGES, 0, 1)
     assert (rec1["processes"], rec1["embedded"]) == (1, N_IMAGES)
     assert sorted(store2.keys()) == sorted(store1.keys()) == all_shas(one)
-    np.testing.assert_array_equal(pooled2, pooled1)  # each image's fp16 features, bit for bit
-    np.testing.assert_array_equal(patches2, patches1)
+    assert_within_fp16_ulps(pooled2, pooled1)  # each image's fp16 features, to a float16 step
+    assert_within_fp16_ulps(patches2, patches1)
     assert sum(rec2["shards"].values()) == N_IMAGES and len(rec2["shards"]) >= 2  # both ranks committed shards
     assert rec2["skipped_images"][0]["path"].endswith("bad.png")  # found by whichever rank had it
 
@@ -97,5 +114,5 @@ def test_a_killed_two_process_run_resumes(runs, monkeypatch):
     record, store, (pooled, patches) = features(two)
     assert (record["embedded"], record["cached"]) == (N_IMAGES - 4, 4)
     _, _, (pooled1, patches1) = features(one)
-    np.testing.assert_array_equal(pooled, pooled1)
-    np.testing.assert_array_equal(patches, patches1)
+    assert_within_fp16_ulps(pooled, pooled1)
+    assert_within_fp16_ulps(patches, patches1)
