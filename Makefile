@@ -4,7 +4,7 @@
 VENV ?= .venv
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test setup clean
+.PHONY: demo test test-fast setup clean readme lock
 
 setup:
 	bash scripts/setup.sh $(VENV)
@@ -17,3 +17,11 @@ test: setup
 
 clean:
 	rm -rf runs
+
+# copy the generated results under docs/results into the README's include blocks
+readme:
+	python3 scripts/sync_readme.py
+
+# re-pin requirements/lock.txt to what .venv runs (needs uv; see scripts/lock.sh)
+lock:
+	bash scripts/lock.sh
