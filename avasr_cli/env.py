@@ -109,3 +109,16 @@ def differences(a: dict | None, b: dict | None) -> list[str]:
         shown = (lambda v: str(v)[:12]) if key == "avasr_commit" else str
         out.append(f"{key} {shown(x)} vs {shown(y)}")
     return out
+
+
+def provenance_markdown(command: str) -> str:
+    """One markdown line saying what made a results file: the command, the date, avasr's commit and the
+    stack and machine of this process (benchmarks write it under their tables; docs/results/)."""
+    import time
+
+    env = environment()
+    dirty = " (with uncommitted changes)" if env["avasr_dirty"] else ""
+    gpus = f"; GPUs {', '.join(env['gpus'])}" if env["gpus"] else "; no GPU"
+    return (f"_Provenance: `{command}`, one run, {time.strftime('%Y-%m-%d', time.gmtime())}; avasr "
+            f"{env['avasr']} at commit {(env['avasr_commit'] or 'unknown')[:12]}{dirty}; Python {env['python']}, "
+            f"torch {env['torch']}, NeMo {env['nemo_toolkit']}; CPU {env['cpu']}, {env['cores']} cores{gpus}._")

@@ -90,6 +90,38 @@ def measure(n: int, out: Path, workers: int, steps: int, keep: bool) -> dict:
     return result
 
 
+# Vaani, as its dataset card gives it (assumptions of the extrapolation, not measured here): clips average
+# about 6.9 s (the Anantpur config: 118,552 rows in 26.0 GB of 16-bit 16 kHz audio, about 226 h); Hindi is
+# about 10 k hours, all of Vaani about 31 k hours, with about 290 k images.
+VAANI_CLIP_S = 6.9
+TARGETS = {"Hindi (≈ 10 k h)": 10_000, "all of Vaani (≈ 31 k h)": 31_000}
+
+
+def extrapolate(lo: dict, hi: dict) -> list[str]:
+    """Markdown lines: the largest run's per-clip and per-audio-second costs carried to Vaani's sizes,
+    prepare's memory by the line through the two sizes' peaks (nothing here is measured at that size)."""
+    audio_s = hi["hours_align"] * 3600
+    kib_per_s = hi["disk_bytes"] / 1024 / audio_s
+    files_per_clip = hi["files"] / hi["clips"]
+    rss_slope = (hi["stages"]["prepare"]["peak_rss_mib"] - lo["stages"]["prepare"]["peak_rss_mib"]) / max(
+        1, hi["clips"] - lo["clips"])
+    s_per_audio_s = hi["stages"]["prepare"]["seconds"] / audio_s
+    out = [f"Extrapolated from the {hi['clips']:,}-clip run (its {hi['hours_align']:.2f} h of built-in audio), with "
+           f"Vaani's clips at ≈ {VAANI_CLIP_S} s (its card's Anantpur config); nothing below is measured at that size:", ""]
+    out.append("| corpus | clips | disk (this layout) | files (this layout) | prepare peak RSS | prepare time (built-in rate, 2 cores) |")
+    out.append("|---|---|---|---|---|---|")
+    for name, hours in TARGETS.items():
+        clips = hours * 3600 / VAANI_CLIP_S
+        rss = hi["stages"]["prepare"]["peak_rss_mib"] + rss_slope * (clips - hi["clips"])
+        out.append(f"| {name} | {clips / 1e6:.1f} M | {kib_per_s * hours * 3600 / 2**30:.1f} TiB "
+                   f"| {files_per_clip * clips / 1e6:.2f} M | {rss / 1024:.1f} GiB "
+                   f"| {s_per_audio_s * hours * 3600 / 3600:.0f} h |")
+    out += ["", f"Rates used: {kib_per_s:.1f} KiB of disk and {s_per_audio_s * 1000:.1f} ms of prepare per second of "
+                f"audio, {files_per_clip:.3f} files per clip, prepare's peak memory {rss_slope * 1024:+.2f} KiB per "
+                "clip (the line through the two sizes)."]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1000,10000,100000")
@@ -97,6 +129,8 @@ def main() -> None:
     ap.add_argument("--align-steps", type=int, default=5)
     ap.add_argument("--out", default="/tmp/avasr-scale")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--markdown", default=None,
+                    help="also write the table, the ratios and a provenance line here (docs/results/scale.md)")
     ap.add_argument("--keep", action="store_true", help="keep each size's AVASR_HOME and run directory")
     a = ap.parse_args()
     sizes = [int(s) for s in a.sizes.split(",")]
@@ -104,17 +138,16 @@ def main() -> None:
     results = []
     for n in sizes:
         results.append(measure(n, out, a.workers, a.align_steps, a.keep))
-    print()
-    print("| clips | hours | prepare s | embed s | align s | total s | ms/clip | peak MiB (prep/embed/align) "
-          "| disk MiB | KiB/clip | files/1k | audio files/1k |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines = ["| clips | hours | prepare s | embed s | align s | total s | ms/clip | peak MiB (prep/embed/align) "
+             "| disk MiB | KiB/clip | files/1k | audio files/1k |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         s = r["stages"]
-        print(f"| {r['clips']:,} | {r['hours_align']:.1f} | {s['prepare']['seconds']:.1f} | {s['embed-images']['seconds']:.1f} "
-              f"| {s['align']['seconds']:.1f} | {r['seconds']:.1f} | {1000 * r['seconds'] / r['clips']:.2f} "
-              f"| {s['prepare']['peak_rss_mib']:.0f}/{s['embed-images']['peak_rss_mib']:.0f}/{s['align']['peak_rss_mib']:.0f} "
-              f"| {r['disk_bytes'] / 2**20:.0f} | {r['disk_bytes'] / 1024 / r['clips']:.1f} | {r['files_per_1k']} "
-              f"| {r['audio_files_per_1k']} |")
+        lines.append(
+            f"| {r['clips']:,} | {r['hours_align']:.1f} | {s['prepare']['seconds']:.1f} | {s['embed-images']['seconds']:.1f} "
+            f"| {s['align']['seconds']:.1f} | {r['seconds']:.1f} | {1000 * r['seconds'] / r['clips']:.2f} "
+            f"| {s['prepare']['peak_rss_mib']:.0f}/{s['embed-images']['peak_rss_mib']:.0f}/{s['align']['peak_rss_mib']:.0f} "
+            f"| {r['disk_bytes'] / 2**20:.0f} | {r['disk_bytes'] / 1024 / r['clips']:.1f} | {r['files_per_1k']} "
+            f"| {r['audio_files_per_1k']} |")
     lo, hi = results[0], results[-1]
 
     def per_clip(r, stage=None):
@@ -128,14 +161,25 @@ def main() -> None:
         "files per 1k clips": hi["files_per_1k"] / lo["files_per_1k"],
         "audio files per 1k clips": hi["audio_files_per_1k"] / lo["audio_files_per_1k"],
     }
-    print()
-    print(f"ratios, {hi['clips']:,} clips over {lo['clips']:,} (flat: within 1.3x):")
-    for name, value in ratios.items():
-        print(f"  {name:<26} {value:.2f}x  {'flat' if value <= 1.3 else 'NOT FLAT'}")
     for stage in ("prepare", "embed-images", "align"):
-        print(f"  peak RSS {stage:<17} {hi['stages'][stage]['peak_rss_mib'] / lo['stages'][stage]['peak_rss_mib']:.2f}x")
+        ratios[f"peak RSS {stage}"] = hi["stages"][stage]["peak_rss_mib"] / lo["stages"][stage]["peak_rss_mib"]
+    lines += ["", f"Ratios, {hi['clips']:,} clips over {lo['clips']:,} (target: within 1.3x):", ""]
+    lines += [f"* {name}: {value:.2f}x{'' if value <= 1.3 else ' (not flat)'}" for name, value in ratios.items()]
+    lines += ["", *extrapolate(lo, hi)]
+    worst = max(r["files_per_1k"] for r in results)
+    lines += ["", f"Files under $AVASR_HOME and the run directory: at most {worst} per 1 k clips "
+                  f"(target: at most 10){'' if worst <= 10 else ' — over the target'}."]
+    print()
+    print("\n".join(lines))
     if a.json:
         Path(a.json).write_text(json.dumps({"results": results, "ratios": ratios}, indent=1))
+    if a.markdown:
+        sys.path.insert(0, str(ROOT))
+        from avasr_cli.env import provenance_markdown
+
+        prov = provenance_markdown("python benchmarks/scale.py " + " ".join(sys.argv[1:]))
+        Path(a.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.markdown).write_text("\n".join(lines) + "\n\n" + prov + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

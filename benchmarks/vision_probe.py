@@ -123,6 +123,8 @@ def main() -> None:
     ap.add_argument("--encoders", default="efficientnet-lite0,efficientnet-lite0-random,tiny-siglip")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--markdown", default=None, help="also write the table and a provenance line here "
+                                                    "(docs/results/vision-probe.md)")
     args = ap.parse_args()
 
     os.environ.setdefault("AVASR_HOME", tempfile.mkdtemp(prefix="avasr-probe-"))  # tiny-siglip is built here
@@ -172,14 +174,19 @@ def main() -> None:
     def cell(values: list[float]) -> str:
         return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
 
+    lines = ["| held-out accuracy (linear probe) | " + " | ".join(ATTRS) + " |", "|---|" + "---|" * len(ATTRS),
+             "| majority class | " + " | ".join(cell(base[a]) for a in ATTRS) + " |"]
+    lines += [f"| {name} | " + " | ".join(cell(accs[a]) for a in ATTRS) + " |" for name, accs in results.items()]
+    lines += ["", f"{n} scenes of corpus v{cfg.version}, {n - n_test} train / {n_test} held out per split, "
+                  f"{args.splits} splits (mean ± sd); classes: " + ", ".join(f"{a} {y[a][1]}" for a in ATTRS) + "."]
     print()
-    print("| held-out accuracy (linear probe) | " + " | ".join(ATTRS) + " |")
-    print("|---|" + "---|" * len(ATTRS))
-    print("| majority class | " + " | ".join(cell(base[a]) for a in ATTRS) + " |")
-    for name, accs in results.items():
-        print(f"| {name} | " + " | ".join(cell(accs[a]) for a in ATTRS) + " |")
-    print(f"\n{n} scenes, {n - n_test} train / {n_test} held out per split; classes: "
-          + ", ".join(f"{a} {y[a][1]}" for a in ATTRS) + f"; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print("\n".join(lines) + f" Load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}.")
+    if args.markdown:
+        from avasr_cli.env import provenance_markdown
+
+        prov = provenance_markdown("python benchmarks/vision_probe.py " + " ".join(sys.argv[1:]))
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text("\n".join(lines) + "\n\n" + prov + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

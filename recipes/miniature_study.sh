@@ -12,8 +12,8 @@
 #                                    (recipes/data_efficiency.sh with SOURCE=builtin)
 #   stage 3  compare                 two-level seed × voice intervals, the alignment stage's recall,
 #                                    errors by word class (depicted words against the rest), markdown
-#                                    and plots; with DOCS=dir also written there with their provenance
-#                                    (the published figures: DOCS=docs/miniature, then `make readme`)
+#                                    and plots; with DOCS=dir also copied there, with their provenance
+#                                    (the published figures: DOCS=docs/results, then `make readme`)
 #
 #   bash recipes/miniature_study.sh
 #   SEEDS="0 1" HOURS="0.05 0" ALIGN_STEPS=100 FT_STEPS=100 bash recipes/miniature_study.sh   # smaller
@@ -37,7 +37,7 @@ DECODER="${DECODER:-ctc}"                  # ctc keeps 2 CPU cores fast; the pap
 PRETRAIN_ARGS="${PRETRAIN_ARGS:-}"         # e.g. "--num-clips 400 --max-steps 50" for a quick try
 PREPARE_ARGS="${PREPARE_ARGS:-}"
 RUNS="${RUNS:-runs/miniature}"
-DOCS="${DOCS:-}"                           # also write the tables and plots here (e.g. docs/miniature)
+DOCS="${DOCS:-}"                           # also copy the tables and plots here (docs/results for the README)
 GPUS="${GPUS:-0}"
 stage="${stage:-0}"
 stop_stage="${stop_stage:-3}"
@@ -62,9 +62,17 @@ if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
 fi
 if [[ $stage -le 3 && $stop_stage -ge 3 ]]; then
   echo "== stage 3: compare"
-  avasr compare "$RUNS/arms/$AVASR_LANG"/*/ --plot "$RUNS/arms.png"
-  avasr compare "$RUNS/arms/$AVASR_LANG"/*/ --format markdown > "$RUNS/arms.md"
-  avasr compare "$RUNS/hours/$AVASR_LANG"/*-h*/ --plot "$RUNS/hours.png"
-  avasr compare "$RUNS/hours/$AVASR_LANG"/*-h*/ --format markdown > "$RUNS/hours.md"
+  arms_runs=("$RUNS/arms/$AVASR_LANG"/*/)
+  hours_runs=("$RUNS/hours/$AVASR_LANG"/*-h*/)
+  avasr compare "${arms_runs[@]}" --plot "$RUNS/arms.png"
+  avasr compare "${arms_runs[@]}" --format markdown --compact > "$RUNS/arms.md"
+  avasr compare "${arms_runs[@]}" --format markdown --compact --by-word > "$RUNS/arms-by-word.md"
+  avasr compare "${hours_runs[@]}" --plot "$RUNS/hours.png"
+  avasr compare "${hours_runs[@]}" --format markdown --compact > "$RUNS/hours.md"
+  if [[ -n $DOCS ]]; then
+    mkdir -p "$DOCS"
+    for f in arms.md arms-by-word.md arms.png hours.md hours.png; do cp "$RUNS/$f" "$DOCS/miniature-$f"; done
+    echo "tables and plots copied to $DOCS (then: make readme)"
+  fi
 fi
 echo "miniature study finished in $(( $(date +%s) - start_time )) s"

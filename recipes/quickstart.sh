@@ -25,6 +25,7 @@ DECODER="${DECODER:-ctc}"             # ctc keeps the CPU demo fast; the paper's
 BATCH="${BATCH:-16}"
 GPUS="${GPUS:-0}"
 PREPARE_ARGS="${PREPARE_ARGS:-}"      # e.g. "--num-align 200 --num-train 80" for a smaller corpus
+DOCS="${DOCS:-}"                      # also copy the table here (docs/results for the README, then `make readme`)
 stage="${stage:-0}"
 stop_stage="${stop_stage:-5}"
 
@@ -78,6 +79,19 @@ fi
 if [[ $stage -le 5 && $stop_stage -ge 5 ]]; then
   echo "== stage 5: compare"
   avasr compare "${arms[@]/#/$RUNS/}" --plot "$RUNS/compare.png"
+  avasr compare "${arms[@]/#/$RUNS/}" --format markdown --compact > "$RUNS/compare.md"
 fi
 
-echo "quickstart finished in $(( $(date +%s) - start_time )) s"
+elapsed=$(( $(date +%s) - start_time ))
+if [[ -n $DOCS && $stop_stage -ge 5 ]]; then
+  mkdir -p "$DOCS"
+  pretrained=""
+  [[ $stage -le 0 && $INIT == auto ]] && pretrained=", stage 0 building or reusing the pretrained encoder in \$AVASR_HOME"
+  {
+    cat "$RUNS/compare.md"
+    echo
+    echo "_Time: stages ${stage}–${stop_stage} of \`recipes/quickstart.sh\` took ${elapsed} s of wall time on $(nproc) cores${pretrained}._"
+  } > "$DOCS/quickstart.md"
+  echo "table copied to $DOCS/quickstart.md (then: make readme)"
+fi
+echo "quickstart finished in ${elapsed} s"

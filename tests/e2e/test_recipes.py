@@ -59,17 +59,24 @@ def test_quickstart(tmp_path):
 
 @pytest.mark.slow
 def test_miniature_study(tmp_path):
-    """The whole miniature study at turned-down sizes: two seeds, both losses, the hours curve."""
-    env = _env(tmp_path, SEEDS="0 1", HOURS="0.004 0", RUNS="runs/mini")
+    """The whole miniature study at turned-down sizes: two seeds, the hours curve, the tables (by word too)
+    and plots. One loss and no controls here, to keep the suite short: the controls and both losses run
+    through the same recipes/vaani_paper.sh in test_vaani_paper_recipe_on_builtin."""
+    env = _env(tmp_path, SEEDS="0 1", HOURS="0.004 0", RUNS="runs/mini", LOSSES="clip", CONTROLS="",
+               DOCS=str(tmp_path / "docs"))
     proc = _run("miniature_study.sh", env, tmp_path)
     assert "miniature study finished" in proc.stdout
     mini = tmp_path / "runs" / "mini"
     arms = (mini / "arms.md").read_text()
-    for arm in ("direct", "audio-only", "align:efficientnet-lite0/clip", "align:efficientnet-lite0/maxsim"):
+    for arm in ("direct", "audio-only", "align:efficientnet-lite0/clip"):
         assert arm in arms, arm
-    assert "seed×speaker" in arms  # two seeds per arm: the two-level interval
+    assert "seed×voice" in arms  # two seeds per arm: the two-level interval over the built-in corpus's voices
+    assert "Provenance" in arms and "commit" in arms
+    assert "depicted" in (mini / "arms-by-word.md").read_text()
     assert "train_hours" in (mini / "hours.md").read_text() or "0.004" in (mini / "hours.md").read_text()
     assert (mini / "arms.png").stat().st_size > 1000 and (mini / "hours.png").stat().st_size > 1000
+    copied = sorted(p.name for p in (tmp_path / "docs").iterdir())
+    assert copied == sorted(f"miniature-{f}" for f in ("arms.md", "arms-by-word.md", "arms.png", "hours.md", "hours.png"))
 
 
 def _defaults(**env) -> dict:
@@ -110,7 +117,8 @@ def test_vaani_paper_recipe_on_builtin(tmp_path):
                LAYER_DECAY="0.9", ALIGN_HEAD_LR_RATIO="3", FT_HEAD_LR_RATIO="2")
     proc = _run("vaani_paper.sh", env, tmp_path)
     table = (tmp_path / "runs" / "kannada" / "compare.md").read_text()
-    for arm in ("direct", "audio-only", "align:tiny-siglip/clip", "align:tiny-siglip/maxsim"):
+    for arm in ("direct", "audio-only", "align:tiny-siglip/clip", "align:tiny-siglip/maxsim",
+                "align:tiny-siglip/clip@L0+shuffled", "direct (equal compute"):  # CONTROLS: both, the default
         assert arm in table, table
     assert "align:tiny-siglip/clip@L0" in table and "align:tiny-siglip/maxsim@L0" in table, table  # ALIGN_LAYER=0
     assert (tmp_path / "runs" / "kannada" / "compare.png").is_file()

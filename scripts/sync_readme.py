@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""Copy generated result files into the README (``make readme``); ``--check`` only reports drift.
+
+The README holds no hand-typed results: each results table sits between
+
+    <!-- include: docs/<path>.md -->
+    ...the file's text, verbatim...
+    <!-- end include -->
+
+and the file is what a recipe or benchmark wrote (with its provenance). ``tests/unit/test_docs.py``
+holds the README equal to the files.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BLOCK = re.compile(r"(<!-- include: (?P<path>[^ ]+) -->\n)(?P<body>.*?)(<!-- end include -->)", re.S)
+
+
+def expected(readme: str) -> str:
+    def fill(m: re.Match) -> str:
+        text = (ROOT / m.group("path")).read_text(encoding="utf-8")
+        return m.group(1) + text + ("" if text.endswith("\n") else "\n") + m.group(4)
+
+    return BLOCK.sub(fill, readme)
+
+
+def blocks(readme: str) -> list[tuple[str, str]]:
+    """(path, text between the markers) of every include block."""
+    return [(m.group("path"), m.group("body")) for m in BLOCK.finditer(readme)]
+
+
+def main() -> int:
+    path = ROOT / "README.md"
+    readme = path.read_text(encoding="utf-8")
+    new = expected(readme)
+    if "--check" in sys.argv[1:]:
+        stale = [p for (p, body), (_, want) in zip(blocks(readme), blocks(new)) if body != want]
+        for p in stale:
+            print(f"README.md: the block of {p} differs from the file (run `make readme`)")
+        return 1 if stale else 0
+    if new != readme:
+        path.write_text(new, encoding="utf-8")
+        print(f"README.md: {len(blocks(new))} include block(s) refreshed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
