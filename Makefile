@@ -1,6 +1,7 @@
 # Two entry points (see README):
 #   make demo   set up .venv and run recipes/quickstart.sh on the built-in corpus (three arms + compare)
-#   make test   set up .venv and run the test suite
+#   make test   set up .venv and run the test suite (what CI runs)
+#   make test-fast   the tests not marked slow (the edit-test loop)
 VENV ?= .venv
 export HF_HUB_OFFLINE ?= 1
 
@@ -14,6 +15,10 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
+
+# the edit-test loop: every test not marked slow (no NeMo training), a few minutes
+test-fast: setup
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not slow" tests
 
 clean:
 	rm -rf runs

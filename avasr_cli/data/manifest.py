@@ -50,8 +50,9 @@ def read_manifest(path: Path | str, *, require: Iterable[str] = ("audio_filepath
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise InputError(f"{path}:{lineno}: line is not UTF-8 ({exc.reason} at byte {exc.start})",
-                                 "re-encode the manifest as UTF-8") from exc
+                why = "a character cut short" if "end of data" in exc.reason else exc.reason
+                raise InputError(f"{path}:{lineno}: line is not UTF-8 ({why} at byte {exc.start})",
+                                 "re-encode the manifest as UTF-8, or rerun `avasr prepare --force` if avasr wrote it") from exc
             if not line.strip():
                 continue
             try:

@@ -178,7 +178,7 @@ def outcome(code: int, err: str, damaged: Path, roots: tuple[Path, Path]) -> str
     if code == 0:  # the warning must name the file itself (or the store shard holding it)
         own = {str(damaged)} | ({str(damaged.parent)} if damaged.parent.name.startswith("shard-") else set())
         return None if any(n in err for n in own) else "went on without a word about it"
-    if "Traceback" in err or "unexpected" in err:
+    if "Traceback" in err or "Error: unexpected" in err:
         return "fell to the catch-all or a traceback: " + err.strip()[-600:]
     errors = [line for line in err.splitlines() if line.startswith("Error:")]
     if len(errors) != 1:
