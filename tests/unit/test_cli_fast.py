@@ -62,3 +62,40 @@ def test_missing_prerequisite_names_the_command(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "avasr prepare" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_defaults_are_the_stage_configs_defaults():
+    """One source of truth: every option a command shares with its stage's config has the config's default
+    (the CLI once said --num-dev 60 --num-test 120 while PrepareConfig said 80/160)."""
+    import dataclasses
+
+    import typer
+
+    from avasr_cli.cli import app
+    from avasr_cli.stages.align import AlignConfig
+    from avasr_cli.stages.embed_images import EmbedConfig
+    from avasr_cli.stages.evaluate import EvaluateConfig
+    from avasr_cli.stages.finetune import FinetuneConfig
+    from avasr_cli.stages.prepare import PrepareConfig
+    from avasr_cli.stages.pretrain import PretrainConfig
+
+    sentinels = {("align", "siglip_bias"): ("auto", None)}  # the CLI's word for the config's None
+    commands = typer.main.get_command(app).commands
+    checked = 0
+    for name, cfg in (("prepare", PrepareConfig), ("align", AlignConfig), ("finetune", FinetuneConfig),
+                      ("embed-images", EmbedConfig), ("evaluate", EvaluateConfig), ("pretrain", PretrainConfig)):
+        fields = {f.name: f for f in dataclasses.fields(cfg)}
+        for param in commands[name].params:
+            f = fields.get(param.name)
+            if f is None:
+                continue
+            want = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            got = param.default
+            if (name, param.name) in sentinels:
+                assert (got, want) == sentinels[(name, param.name)]
+            elif isinstance(want, (tuple, list)):
+                assert list(got or []) == list(want), (name, param.name)
+            else:
+                assert got == want, (name, param.name, got, want)
+            checked += 1
+    assert checked > 50, checked
