@@ -37,6 +37,11 @@ def blocks(readme: str) -> list[tuple[str, str]]:
 def main() -> int:
     path = ROOT / "README.md"
     readme = path.read_text(encoding="utf-8")
+    missing = [p for p, _ in blocks(readme) if not (ROOT / p).is_file()]
+    if missing:
+        print(f"README.md includes {', '.join(missing)}, which does not exist: run the recipe or benchmark that "
+              "writes it (the README's text next to the block names it), then `make readme`", file=sys.stderr)
+        return 1
     new = expected(readme)
     if "--check" in sys.argv[1:]:
         stale = [p for (p, body), (_, want) in zip(blocks(readme), blocks(new)) if body != want]
