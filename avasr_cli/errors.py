@@ -62,7 +62,8 @@ _OS_HINTS = {
     "EEXIST": ("is a file where a directory is needed", "move the file away or choose another path"),
     "ENOTDIR": ("has a file where a directory is needed", "move the file away or choose another path"),
     "EISDIR": ("is a directory where a file is needed", "name a file, or move the directory away"),
-    "ENOENT": ("does not exist", "check the path (a typo, or an earlier stage not run yet)"),
+    "ENOENT": ("does not exist", "check the path (a typo, or an earlier stage not run yet); if it is not a path "
+                                 "you gave, rerun with AVASR_DEBUG=1 and report it"),
     "EACCES": ("is not accessible (permission denied)", "check its permissions or choose a path you can write"),
     "EPERM": ("is not accessible (operation not permitted)", "check its permissions or choose another path"),
     "EROFS": ("is on a read-only file system", "point --run-dir / AVASR_HOME at a writable disk"),
@@ -76,14 +77,16 @@ def from_os_error(exc: OSError) -> AvasrError | None:
     """An :class:`OSError` that names a path, as the CLI's one-line error naming that path (or None)."""
     import errno
 
+    from pathlib import Path
+
     name = errno.errorcode.get(exc.errno or 0, "")
-    path = exc.filename
+    path = exc.filename2 if exc.filename2 is not None else exc.filename  # a rename: its destination
     if name not in _OS_HINTS or path is None:
         return None
     what, hint = _OS_HINTS[name]
+    if name == "EEXIST" and Path(path).is_dir():
+        return None  # a directory that exists where one was to be made: not the user's path, a bug
     if name in ("ENOTDIR", "EEXIST"):
-        from pathlib import Path
-
         blocker = next((p for p in [Path(path), *Path(path).parents] if p.exists() and not p.is_dir()), None)
         if blocker is not None and str(blocker) != str(path):
             return InputError(f"{blocker} is a file, so {path} cannot be made or used as a directory", hint)

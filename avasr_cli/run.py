@@ -35,7 +35,7 @@ STAGE_ORDER = ("prepare", "embed-images", "align", "finetune", "evaluate")
 
 def avasr_home() -> Path:
     """The shared cache for decoded corpora, feature stores and tiny models (``$AVASR_HOME``)."""
-    home = Path(os.environ.get("AVASR_HOME", Path.home() / ".cache" / "avasr")).expanduser()
+    home = Path(os.environ.get("AVASR_HOME") or Path.home() / ".cache" / "avasr").expanduser()  # "" is unset
     if home.exists() and not home.is_dir():
         raise RunDirError(f"AVASR_HOME {home} is a file, not a directory",
                           "point AVASR_HOME at a directory (it is created when missing)")

@@ -24,6 +24,9 @@ pip=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
   echo "setup: no GPU found, installing a CPU build of torch (${AVASR_TORCH_SPEC:-torch==2.13.0})" >&2
   "${pip[@]}" "${AVASR_TORCH_SPEC:-torch==2.13.0}"
+else
+  echo "setup: GPU found, installing torch with its CUDA dependencies (${AVASR_TORCH_SPEC:-torch>=2.6})" >&2
+  "${pip[@]}" "${AVASR_TORCH_SPEC:-torch>=2.6}"
 fi
 locked="$("$VENV/bin/python" -c 'import platform, sys; print(int(sys.version_info[:2] == (3, 11) and platform.system() == "Linux" and platform.machine() == "x86_64"))')"
 if [[ "$locked" == 1 && -f requirements/lock.txt && -z "${AVASR_NO_LOCK:-}" ]]; then

@@ -81,6 +81,13 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except SystemExit as exc:  # Lightning turns SIGTERM into SIGTERMException(SystemExit) with no code: exit 0
+        if type(exc).__name__ != "SIGTERMException":
+            raise
+        from avasr_cli.cli.common import err
+
+        err.print("Terminated (SIGTERM); rerun the same command to resume.")
+        sys.exit(143)
     except OSError as exc:  # a path of the wrong kind, missing, unreadable, unwritable, on a full disk
         from avasr_cli.errors import from_os_error
 

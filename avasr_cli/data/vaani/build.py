@@ -177,9 +177,11 @@ class Builder:
                     eval_leak_check=check,
                     eval_splits={s: "carved from train by speaker hash" if s in missing else "official"
                                  for s in ("dev", "test")},
-                    speaker_rule="speakerID column unless a placeholder (NA), else <State>_<District>_<speaker> "
-                                 "from IISc_VaaniProject_* file names, else the file stem without its last _field, "
-                                 "else unknown (never carved into dev/test, not matched by the leak check)",
+                    speaker_rule="<State>_<District>_<id> from IISc_VaaniProject_* file names, the speakerID "
+                                 "column's id in the id place unless a placeholder (NA); else the column's id, else "
+                                 "the file stem without its last _field, else unknown (never carved into dev/test, "
+                                 "not matched by the leak check); the leak check also matches the file name's own "
+                                 "key and the bare column id, case-folded",
                     shards_decoded_this_run=self.decoded, **self.stats)
         return {s: rows[s] for s in ("align", "train", "dev", "test")}, card
 

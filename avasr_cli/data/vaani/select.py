@@ -48,26 +48,33 @@ def is_placeholder(value: Any) -> bool:
 
 
 def speaker_keys(speaker_col: Any, name: str) -> tuple[str, list[str]]:
-    """The speaker's one canonical key and the keys it matches under in the leak check (that key alone;
-    none for an unknown speaker).
+    """The speaker's one canonical key, and every key the leak check matches it under (none for an
+    unknown speaker).
 
     A Vaani file name gives ``<State>_<District>_<speaker>``; the ``speakerID`` column, when it holds a real
     id, takes the ``<speaker>`` place under the same state and district, so a speaker's rows with and
-    without the column carry one key (the column's id is the name's speaker field in Vaani: both name the
-    recording's speaker). Without a Vaani name: the column's id, else the stem before its last ``_``
-    field, else :data:`UNKNOWN_SPEAKER`."""
+    without the column carry one canonical key (manifests, data card, voices). Without a Vaani name: the
+    column's id, else the stem before its last ``_`` field, else :data:`UNKNOWN_SPEAKER`.
+
+    Whether the column's id always equals the file name's speaker field is not known, so the leak check is
+    stricter than the key: it matches under the canonical key, the file name's own key and the bare column
+    id, case- and space-folded — a dev/test speaker is never let into align or train by a spelling."""
     stem = Path(name).stem if name else ""
     col = "" if is_placeholder(speaker_col) else str(speaker_col).strip()
+    named = ""
     if m := _VAANI_NAME.match(stem):
-        ident = col or ("" if is_placeholder(m.group(3)) else m.group(3))
+        token = "" if is_placeholder(m.group(3)) else m.group(3)
+        ident = col or token
         key = f"{m.group(1)}_{m.group(2)}_{ident}" if ident else ""
+        named = f"{m.group(1)}_{m.group(2)}_{token}" if token else ""
     elif col:
         key = col
     elif "_" in stem and not is_placeholder(stem.rsplit("_", 1)[0]):
-        key = stem.rsplit("_", 1)[0]
+        key = named = stem.rsplit("_", 1)[0]
     else:
         key = ""
-    return key or UNKNOWN_SPEAKER, [key] if key else []
+    matches = sorted({re.sub(r"\s+", "", k).casefold() for k in (key, named, col) if k})
+    return key or UNKNOWN_SPEAKER, matches
 
 
 def utt_id_of(name: str, blob: bytes | None) -> str:

@@ -8,8 +8,9 @@ Order of work (nothing is written before step 4, so a refused token or a refused
     4. decode ``dev``, ``test``, ``train``, ``align``, then the images the kept alignment rows name.
 
 Rules
-    * speaker: see :mod:`~avasr_cli.data.vaani.select`; every key a speaker may go by is kept for the leak
-      check, so a dataset with the ``speakerID`` column and one without still match.
+    * speaker: one canonical key (see :mod:`~avasr_cli.data.vaani.select`); the leak check also matches
+      the file name's own key and the bare column id, so a dataset with the ``speakerID`` column and one
+      without still match.
     * utterance id: the audio file stem (the two datasets share file names; that is how a dev/test
       utterance is recognised in the alignment set).
     * splits: the official validation/test splits become dev/test; when a split is missing its speakers are
