@@ -48,7 +48,7 @@ def read_manifest(path: Path | str, *, require: Iterable[str] = ("audio_filepath
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")  # a BOM, as Windows editors write
             except UnicodeDecodeError as exc:
                 why = "a character cut short" if "end of data" in exc.reason else exc.reason
                 raise InputError(f"{path}:{lineno}: line is not UTF-8 ({why} at byte {exc.start})",
@@ -70,6 +70,10 @@ def read_manifest(path: Path | str, *, require: Iterable[str] = ("audio_filepath
             if "duration" in row and not isinstance(row["duration"], (int, float)):
                 raise InputError(f"{path}:{lineno}: duration must be a number, got {row['duration']!r}",
                                  "write durations in seconds as numbers")
+            wrong = [k for k in ("audio_filepath", "text") if k in row and not isinstance(row[k], str)]
+            if wrong:
+                raise InputError(f"{path}:{lineno}: {wrong[0]} must be a string, got {row[wrong[0]]!r}",
+                                 "write paths and transcripts as JSON strings (in double quotes)")
             rows.append(row)
     return rows
 

@@ -166,6 +166,20 @@ def check_init_file(init: str) -> None:
                              "check the file is a NeMo ASR checkpoint (.nemo) and copy it again")
 
 
+def warn_untrusted_nemo(path: Path) -> None:
+    """One line on stderr before NeMo restores a ``.nemo`` the user named: NeMo 3.0 builds the classes its
+    config names (an allow-list of NeMo and torch classes) and unpickles its weights with torch's default,
+    weights-only unless ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is set, when any code in the file runs."""
+    import os
+    import sys
+
+    full = os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "0").lower() in ("1", "y", "yes", "true")
+    how = ("in full, as TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set: the file can run any code" if full else
+           "weights-only, as TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is unset")
+    print(f"Warning: --init {path}: NeMo builds the classes named in a .nemo's config and unpickles its weights "
+          f"({how}); load only .nemo files you trust", file=sys.stderr, flush=True)
+
+
 def load_init(init: str, seed: int = 0) -> EncoderBundle:
     """``init`` is a named config (tiny/small/medium), a ``.nemo`` file, a directory written by
     ``avasr align`` (encoder.json), or a NeMo pretrained name (from NeMo's cache when offline).
@@ -191,12 +205,15 @@ def load_init(init: str, seed: int = 0) -> EncoderBundle:
         return EncoderBundle.load(path)
     if path.suffix == ".nemo" or path.exists():
         check_init_file(init)
+        warn_untrusted_nemo(path)
         from nemo.collections.asr.models import ASRModel
 
         try:
             model = ASRModel.restore_from(str(path), map_location="cpu")
-        except Exception as exc:  # NeMo raises many kinds here
-            raise ModelLoadError(f"--init {init}: cannot restore the .nemo file ({type(exc).__name__}: {exc})",
+        except Exception as exc:  # NeMo raises many kinds here; torch's weights-only refusal runs to paragraphs
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [""]
+            first = next((line for line in lines if "GLOBAL" in line), lines[0])  # the class a pickle asked for
+            raise ModelLoadError(f"--init {init}: cannot restore the .nemo file ({type(exc).__name__}: {first})",
                                  "check the file is a NeMo ASR checkpoint (.nemo) and not truncated") from exc
         return _bundle_from_model(model, str(path))
     if "/" in init or init.startswith("stt_"):

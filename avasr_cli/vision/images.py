@@ -57,13 +57,17 @@ class ImageFiles:
         return len(self.items)
 
     def __getitem__(self, i: int):
+        import warnings
+
         from PIL import Image
 
         sha, path = self.items[i]
         try:
-            with Image.open(path) as im:
-                im.load()
-                return sha, path, im.convert("RGB"), None
+            with warnings.catch_warnings():  # over MAX_IMAGE_PIXELS Pillow only warns, then decodes it all
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    im.load()
+                    return sha, path, im.convert("RGB"), None
         except Exception as exc:  # missing, truncated, not an image, decompression bomb...
             return sha, path, None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 

@@ -59,6 +59,8 @@ def _npy_problem(path: Path, rows: int | None) -> tuple[str | None, int | None]:
         return f"{path.name} is missing", None
     except (OSError, ValueError, SyntaxError, TypeError) as exc:  # a directory, garbage, a cut header
         return f"{path.name} is not a numpy array file ({type(exc).__name__})", None
+    if np.dtype(dtype) != np.float16:  # an object array is a pickle: never loaded, whatever its size says
+        return f"{path.name} holds {np.dtype(dtype)} values, not float16", None
     expected = data_start + int(np.prod(shape)) * np.dtype(dtype).itemsize
     if size != expected:
         return f"{path.name} is {size} bytes, its header says {expected}", None
