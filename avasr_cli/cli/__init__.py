@@ -88,16 +88,10 @@ def main() -> None:
 
         err.print("Terminated (SIGTERM); rerun the same command to resume.")
         sys.exit(143)
-    except OSError as exc:  # a path of the wrong kind, missing, unreadable, unwritable, on a full disk
-        from avasr_cli.errors import from_os_error
-
-        mapped = from_os_error(exc)
-        if mapped is None or debug():
-            raise
-        render_error(mapped)
-        sys.exit(mapped.exit_code)
-    except Exception as exc:  # click usage errors and the unexpected
+    except Exception as exc:  # click usage errors, OS errors naming a path, and the unexpected
         import click
+
+        from avasr_cli.errors import from_os_error
 
         if isinstance(exc, click.exceptions.ClickException):
             exc.show()
@@ -106,6 +100,11 @@ def main() -> None:
             sys.exit(exc.exit_code)
         if debug():
             raise
+        # a path of the wrong kind, missing, unreadable, unwritable, on a full disk: one line naming it
+        mapped = from_os_error(exc) if isinstance(exc, OSError) else None
+        if mapped is not None:
+            render_error(mapped)
+            sys.exit(mapped.exit_code)
         from avasr_cli.cli.common import err
 
         err.print(f"[bold red]Error:[/bold red] unexpected {type(exc).__name__}: {exc}", highlight=False)

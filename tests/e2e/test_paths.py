@@ -95,3 +95,17 @@ def test_an_os_error_naming_a_path_maps_to_one_line():
     assert "full disk" in full.message and "/x/run/data/train.jsonl" in full.message
     assert from_os_error(OSError(errno.EIO, "I/O error")) is None  # no path: left to the catch-all
 
+
+def test_an_os_error_without_a_path_still_gets_the_one_line_catch_all(place, monkeypatch, capsys):
+    """An OSError that names no path is not the user's path: the catch-all line and its hint, no traceback."""
+    import errno
+
+    import avasr_cli.stages.compare as compare_stage
+
+    def broken(*args, **kwargs):
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(compare_stage, "run_compare", broken)
+    code, err = cli(monkeypatch, capsys, ["-r", str(place / "run"), "compare", str(place / "adir")], place / "home")
+    assert code == 1 and "Traceback" not in err
+    assert "Error: unexpected OSError" in err and "AVASR_DEBUG=1" in err
