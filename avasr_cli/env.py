@@ -111,6 +111,14 @@ def differences(a: dict | None, b: dict | None) -> list[str]:
     return out
 
 
+def write_results_markdown(path, lines: list[str], command: str) -> None:
+    """A results file under docs/results: ``lines`` (a table, its notes), then :func:`provenance_markdown`."""
+    from pathlib import Path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text("\n".join(lines) + "\n\n" + provenance_markdown(command) + "\n", encoding="utf-8")
+
+
 def provenance_markdown(command: str) -> str:
     """One markdown line saying what made a results file: the command, the date, avasr's commit and the
     stack and machine of this process (benchmarks write it under their tables; docs/results/)."""

@@ -76,7 +76,6 @@ _OS_HINTS = {
 def from_os_error(exc: OSError) -> AvasrError | None:
     """An :class:`OSError` that names a path, as the CLI's one-line error naming that path (or None)."""
     import errno
-
     from pathlib import Path
 
     name = errno.errorcode.get(exc.errno or 0, "")

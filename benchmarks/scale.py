@@ -175,11 +175,9 @@ def main() -> None:
         Path(a.json).write_text(json.dumps({"results": results, "ratios": ratios}, indent=1))
     if a.markdown:
         sys.path.insert(0, str(ROOT))
-        from avasr_cli.env import provenance_markdown
+        from avasr_cli.env import write_results_markdown
 
-        prov = provenance_markdown("python benchmarks/scale.py " + " ".join(sys.argv[1:]))
-        Path(a.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.markdown).write_text("\n".join(lines) + "\n\n" + prov + "\n", encoding="utf-8")
+        write_results_markdown(a.markdown, lines, "python benchmarks/scale.py " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":

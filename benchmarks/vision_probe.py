@@ -182,11 +182,9 @@ def main() -> None:
     print()
     print("\n".join(lines) + f" Load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}.")
     if args.markdown:
-        from avasr_cli.env import provenance_markdown
+        from avasr_cli.env import write_results_markdown
 
-        prov = provenance_markdown("python benchmarks/vision_probe.py " + " ".join(sys.argv[1:]))
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text("\n".join(lines) + "\n\n" + prov + "\n", encoding="utf-8")
+        write_results_markdown(args.markdown, lines, "python benchmarks/vision_probe.py " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":

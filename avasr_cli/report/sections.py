@@ -3,15 +3,10 @@ reached per row, the stacks the runs were made with (provenance), and the by-wor
 
 from __future__ import annotations
 
-DASH = "—"
-
-
-def _pp(v) -> str:
-    return DASH if v is None else f"{100 * v:+.2f}"
-
-
-def _pct(v) -> str:
-    return DASH if v is None else f"{100 * v:.2f}"
+from avasr_cli.report.fmt import DASH
+from avasr_cli.report.fmt import p_value as _p
+from avasr_cli.report.fmt import pct as _pct
+from avasr_cli.report.fmt import pp as _pp
 
 
 def _ms(stat: dict | None, digits: int = 3) -> str:

@@ -15,26 +15,10 @@ import json
 import os
 from typing import Any
 
-DASH = "—"
-
-
-# --------------------------------------------------------------------------------------------- cells
-def _pct(v: float | None, std: float | None = None) -> str:
-    if v is None:
-        return DASH
-    return f"{100 * v:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
-
-
-def _pp(v: float | None) -> str:
-    return DASH if v is None else f"{100 * v:+.2f}"
-
-
-def _p(v: float | None, n_resamples: int) -> str:
-    if v is None:
-        return DASH
-    if v == 0:
-        return f"<{1 / max(n_resamples, 1):.2g}"
-    return f"{v:.3f}" if v >= 0.001 else f"{v:.1e}"
+from avasr_cli.report.fmt import DASH
+from avasr_cli.report.fmt import p_value as _p
+from avasr_cli.report.fmt import pct as _pct
+from avasr_cli.report.fmt import pp as _pp
 
 
 def _p_label(v: float, n_resamples: int) -> str:

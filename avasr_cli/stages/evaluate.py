@@ -151,8 +151,9 @@ def run_evaluate(run: RunDir, cfg: EvaluateConfig, rep: Reporter | None = None) 
         device = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
     model = model.to(device).eval()
     main = fabric is None or fabric.global_rank == 0
-    lang = (run.stage("prepare") or {}).get("config", {}).get("lang")
-    unit = group_unit(run)
+    prepared = run.stage("prepare") or {}
+    lang = prepared.get("config", {}).get("lang")
+    unit = group_unit(prepared)
     result = EvaluateResult(model=str(model_path), model_sha256=sha256_file(model_path))
     for split in cfg.splits:
         manifest = run.manifest(split)
@@ -191,11 +192,10 @@ def run_evaluate(run: RunDir, cfg: EvaluateConfig, rep: Reporter | None = None) 
     return result
 
 
-def group_unit(run: RunDir) -> str:
-    """What a row's ``speaker_group`` is, as the prepare stage recorded it in run.json: ``voice`` on the
-    built-in corpus, ``speaker`` elsewhere (and for runs prepared before groups existed)."""
-    record = run.stage("prepare") or {}
-    unit = (record.get("result") or {}).get("speaker_group_unit") if isinstance(record, dict) else None
+def group_unit(prepared: dict) -> str:
+    """What a row's ``speaker_group`` is, as the prepare stage recorded it in run.json (``prepared``):
+    ``voice`` on the built-in corpus, ``speaker`` elsewhere (and for runs prepared before groups existed)."""
+    unit = (prepared.get("result") or {}).get("speaker_group_unit") if isinstance(prepared, dict) else None
     return unit if isinstance(unit, str) and unit else "speaker"
 
 
