@@ -180,6 +180,21 @@ def warn_untrusted_nemo(path: Path) -> None:
           f"({how}); load only .nemo files you trust", file=sys.stderr, flush=True)
 
 
+def restore_asr_model(path_or_name: str, pretrained: bool = False):
+    """Stock ``ASRModel.restore_from`` (or ``from_pretrained``) on the CPU. NeMo sets a process-wide
+    "model being restored" flag and clears it only when the restore succeeds; a refused file (a pickle in
+    its weights, a class outside the allow-list) would leave it set, and every model built later in the
+    same process would then skip its data set-up. The flag is cleared whatever happens."""
+    from nemo.collections.asr.models import ASRModel
+
+    try:
+        if pretrained:
+            return ASRModel.from_pretrained(path_or_name, map_location="cpu")
+        return ASRModel.restore_from(path_or_name, map_location="cpu")
+    finally:
+        ASRModel._set_model_restore_state(is_being_restored=False)
+
+
 def load_init(init: str, seed: int = 0) -> EncoderBundle:
     """``init`` is a named config (tiny/small/medium), a ``.nemo`` file, a directory written by
     ``avasr align`` (encoder.json), or a NeMo pretrained name (from NeMo's cache when offline).
@@ -206,10 +221,8 @@ def load_init(init: str, seed: int = 0) -> EncoderBundle:
     if path.suffix == ".nemo" or path.exists():
         check_init_file(init)
         warn_untrusted_nemo(path)
-        from nemo.collections.asr.models import ASRModel
-
         try:
-            model = ASRModel.restore_from(str(path), map_location="cpu")
+            model = restore_asr_model(str(path))
         except Exception as exc:  # NeMo raises many kinds here; torch's weights-only refusal runs to paragraphs
             lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [""]
             first = next((line for line in lines if "GLOBAL" in line), lines[0])  # the class a pickle asked for
@@ -217,10 +230,8 @@ def load_init(init: str, seed: int = 0) -> EncoderBundle:
                                  "check the file is a NeMo ASR checkpoint (.nemo) and not truncated") from exc
         return _bundle_from_model(model, str(path))
     if "/" in init or init.startswith("stt_"):
-        from nemo.collections.asr.models import ASRModel
-
         try:
-            model = ASRModel.from_pretrained(init, map_location="cpu")
+            model = restore_asr_model(init, pretrained=True)
         except Exception as exc:
             raise ModelLoadError(f"--init {init}: cannot load the pretrained model ({type(exc).__name__})",
                                  "download it on a connected machine (it lands in NeMo's cache) or pass a local .nemo file") from exc

@@ -53,10 +53,10 @@ class EvaluateResult:
 
 def load_model(path):
     """Restore a fine-tuned .nemo with stock NeMo; a non-ASR or broken file gets a clear error."""
-    from nemo.collections.asr.models import ASRModel
+    from avasr_cli.models.fastconformer import restore_asr_model
 
     try:
-        model = ASRModel.restore_from(str(path), map_location="cpu")
+        model = restore_asr_model(str(path))
     except Exception as exc:
         raise InputError(f"cannot load {path} as a NeMo ASR model ({type(exc).__name__})",
                          "rerun `avasr finetune --force`") from exc

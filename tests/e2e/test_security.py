@@ -340,6 +340,11 @@ def test_a_hostile_init_nemo_runs_nothing_and_writes_nothing_outside(fresh, tmp_
     assert not marker.exists()
     assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "through-link.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a", nemo.name])  # nothing landed beside them
+    from nemo.utils import AppState
+
+    # NeMo sets a process-wide "being restored" flag and clears it only on success: left set, every model
+    # built later in this process skips its data set-up (finetune then dies with train_dataloader None)
+    assert not AppState().is_model_being_restored
 
 
 def test_with_torch_force_no_weights_only_load_set_nemo_runs_the_pickle_and_the_warning_says_so(fresh, tmp_path):
@@ -383,6 +388,9 @@ def test_a_pickled_model_nemo_in_the_run_directory_is_refused_by_evaluate(pipeli
     assert code == 2
     one_error(err, f"cannot load {model} as a NeMo ASR model (UnpicklingError)")
     assert not marker.exists() and {p.name: p.read_bytes() for p in (copy / "reports").iterdir()} == reports
+    from nemo.utils import AppState
+
+    assert not AppState().is_model_being_restored  # the refused restore leaves NeMo's process-wide flag clear
 
 
 # --------------------------------------------------------------------------------------------- 2. secrets
