@@ -201,8 +201,9 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
     start = time.time()
     with rep.task(f"finetune ({decoder})", total=cfg.max_steps) as task:
         best = BestWeights(ckpt_dir / "best_weights.pt", metric="val_wer")
+        progress = ReporterCallback(task)
         trainer = make_trainer(hw, max_steps=cfg.max_steps, ckpt_dir=ckpt_dir, every=cfg.val_every,
-                               callbacks=[ReporterCallback(task), best, *callbacks], accumulate=cfg.accumulate,
+                               callbacks=[progress, best, *callbacks], accumulate=cfg.accumulate,
                                val_every=min(cfg.val_every, cfg.max_steps), log_dir=ft / "tensorboard", resuming=resume is not None,
                                # NeMo's map-style loaders: each rank its own part; its Lhotse loader shards itself
                                distributed_sampler=not streamed["train"],
@@ -241,7 +242,10 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
               "param_groups": group_summary,
               "schedule": f"{cfg.schedule} (warm-up {cfg.warmup_steps})", "seed": cfg.seed,
               "train_hours": round(total_hours(train_rows), 4), "decoder": decoder, "spec_augment": cfg.spec_augment,
-              "precision": hw.precision, "world_size": hw.world_size, "sync_batchnorm": hw.sync_batchnorm}
+              "precision": hw.precision, "world_size": hw.world_size, "sync_batchnorm": hw.sync_batchnorm,
+              # steady-state seconds per optimiser step of this fit (data loading included, validation passes
+              # excluded as far as they fall between the timed batches; null for a resumed fit of < 7 steps)
+              "step_seconds": round(progress.step_seconds, 4) if progress.step_seconds else None}
     write_json_atomic(ft / "budget.json", budget)
     return FinetuneResult(
         decoder=decoder, init=bundle.source, init_kind=init_kind, encoder_history=bundle.history, budget=budget,

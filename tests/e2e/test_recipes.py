@@ -28,13 +28,6 @@ def _env(tmp_path, **extra):
     return env
 
 
-def _run(script, env, cwd):
-    proc = subprocess.run(["bash", str(ROOT / "recipes" / script)], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=1800)
-    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
-
-
 @pytest.mark.parametrize("script", RECIPES, ids=lambda p: p.name)
 def test_recipe_syntax_and_shellcheck(script):
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
@@ -45,10 +38,60 @@ def test_recipe_syntax_and_shellcheck(script):
     assert proc.returncode == 0, proc.stdout
 
 
+# The three recipe runs below start together (module fixture) and run side by side, one torch thread each:
+# most of their time is spent starting Python processes (NeMo's import alone is ~10 s each), which one core
+# does at a time, so on a 2-core machine the three finish in about the time of the longest one.
+RECIPE_RUNS = {
+    "quickstart": ("quickstart.sh", dict(RUNS="runs")),
+    # the whole miniature study at turned-down sizes: two seeds, the hours curve (recipes/data_efficiency.sh,
+    # given LOSS as the study passes it), the tables (by word too) and plots. One loss and no controls here:
+    # the controls and both losses run through the same recipes/vaani_paper.sh in the run below
+    "miniature": ("miniature_study.sh", dict(SEEDS="0 1", HOURS="0.004 0", RUNS="runs/mini", LOSSES="clip",
+                                             CONTROLS="", DOCS="docs")),
+    # default LOSSES (clip and maxsim) and CONTROLS (both), and every optimiser option turned away from its default
+    "vaani_paper": ("vaani_paper.sh", dict(SOURCE="builtin", LANGS="kannada", SEEDS="0", VISION="tiny-siglip",
+                                           INIT="tiny", RUNS="runs", EXTRA_ALIGN_ARGS="--workers 0",
+                                           EXTRA_FT_ARGS="--workers 0", ALIGN_LAYER="0", LAYER_DECAY="0.9",
+                                           ALIGN_HEAD_LR_RATIO="3", FT_HEAD_LR_RATIO="2")),
+}
+
+
+@pytest.fixture(scope="module")
+def recipe_runs(tmp_path_factory) -> dict:
+    """name → (its working directory, stdout): each recipe of RECIPE_RUNS run once, all at the same time."""
+    started = {}
+    for name, (script, extra) in RECIPE_RUNS.items():
+        cwd = tmp_path_factory.mktemp(name)
+        env = _env(cwd, **{k: (str(cwd / v) if k == "DOCS" else v) for k, v in extra.items()},
+                   OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        out, err = open(cwd / "stdout.txt", "w+"), open(cwd / "stderr.txt", "w+")
+        proc = subprocess.Popen(["bash", str(ROOT / "recipes" / script)], env=env, cwd=cwd, stdout=out, stderr=err,
+                                text=True)
+        started[name] = (script, cwd, proc, out, err)
+    done = {}
+    for name, (script, cwd, proc, out, err) in started.items():
+        try:
+            code = proc.wait(timeout=2400)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
+        out.close(), err.close()
+        done[name] = (cwd, code, stdout, f"{script} failed ({code}):\n{stdout[-3000:]}\n{stderr[-3000:]}")
+    return done
+
+
+def _ran(recipe_runs, name) -> tuple[Path, str]:
+    cwd, code, stdout, failure = recipe_runs[name]
+    assert code == 0, failure
+    return cwd, stdout
+
+
 @pytest.mark.slow
-def test_quickstart(tmp_path):
-    proc = _run("quickstart.sh", _env(tmp_path, RUNS="runs"), tmp_path)
-    assert "direct" in proc.stdout and "audio-only" in proc.stdout and "quickstart finished" in proc.stdout
+def test_quickstart(recipe_runs):
+    tmp_path, stdout = _ran(recipe_runs, "quickstart")
+    assert "direct" in stdout and "audio-only" in stdout and "quickstart finished" in stdout
     assert (tmp_path / "runs" / "compare.png").stat().st_size > 1000
     for arm in ("direct", "align", "audio-only"):  # every arm starts from the pretrained encoder of stage 0
         record = json.loads((tmp_path / "runs" / arm / "run.json").read_text())
@@ -58,14 +101,9 @@ def test_quickstart(tmp_path):
 
 
 @pytest.mark.slow
-def test_miniature_study(tmp_path):
-    """The whole miniature study at turned-down sizes: two seeds, the hours curve, the tables (by word too)
-    and plots. One loss and no controls here, to keep the suite short: the controls and both losses run
-    through the same recipes/vaani_paper.sh in test_vaani_paper_recipe_on_builtin."""
-    env = _env(tmp_path, SEEDS="0 1", HOURS="0.004 0", RUNS="runs/mini", LOSSES="clip", CONTROLS="",
-               DOCS=str(tmp_path / "docs"))
-    proc = _run("miniature_study.sh", env, tmp_path)
-    assert "miniature study finished" in proc.stdout
+def test_miniature_study(recipe_runs):
+    tmp_path, stdout = _ran(recipe_runs, "miniature")
+    assert "miniature study finished" in stdout
     mini = tmp_path / "runs" / "mini"
     arms = (mini / "arms.md").read_text()
     for arm in ("direct", "audio-only", "align:efficientnet-lite0/clip"):
@@ -77,6 +115,38 @@ def test_miniature_study(tmp_path):
     assert (mini / "arms.png").stat().st_size > 1000 and (mini / "hours.png").stat().st_size > 1000
     copied = sorted(p.name for p in (tmp_path / "docs").iterdir())
     assert copied == sorted(f"miniature-{f}" for f in ("arms.md", "arms-by-word.md", "arms.png", "hours.md", "hours.png"))
+
+
+@pytest.mark.slow
+def test_data_efficiency_recipe_in_the_miniature_study(recipe_runs):
+    """recipes/data_efficiency.sh as the miniature study runs it (one loss given as LOSS): direct, aligned
+    and audio-only curves, the audio-only encoder trained once with the aligned one's budget."""
+    tmp_path, stdout = _ran(recipe_runs, "miniature")
+    runs = tmp_path / "runs" / "mini" / "hours" / "kannada"
+    assert sorted(p.name for p in runs.glob("*-h*") if p.is_dir()) == sorted(
+        f"{arm}-h{h}-s0" for arm in ("direct", "align-clip", "audio-only") for h in ("0.004", "0"))
+    image, audio = (_budget(runs / f"encoder-{arm}-s0", "align") for arm in ("align-clip", "audio-only"))
+    assert audio["objective"] == "audio-only" and image["loss"] == "clip"
+    for key in ("max_steps", "lr", "head_lr", "warmup_steps", "align_layer", "init_sha256", "train_pairs"):
+        assert image[key] == audio[key], key
+
+
+@pytest.mark.slow
+def test_vaani_paper_recipe_on_builtin(recipe_runs):
+    """Default LOSSES (clip and maxsim) and CONTROLS, and every optimiser option turned away from its default."""
+    tmp_path, stdout = _ran(recipe_runs, "vaani_paper")
+    table = (tmp_path / "runs" / "kannada" / "compare.md").read_text()
+    for arm in ("direct", "audio-only", "align:tiny-siglip/clip", "align:tiny-siglip/maxsim",
+                "align:tiny-siglip/clip@L0+shuffled", "direct (equal compute"):  # CONTROLS: both, the default
+        assert arm in table, table
+    assert "align:tiny-siglip/clip@L0" in table and "align:tiny-siglip/maxsim@L0" in table, table  # ALIGN_LAYER=0
+    assert (tmp_path / "runs" / "kannada" / "compare.png").is_file()
+    assert "WER" in stdout
+    for arm in ("audio-only-s0", "align-tiny-siglip-clip-s0", "align-tiny-siglip-maxsim-s0"):
+        align, finetune = (_budget(tmp_path / "runs" / "kannada" / arm, s) for s in ("align", "finetune"))
+        assert (align["align_layer"], align["encoder_layers"], align["layer_decay"]) == (0, 2, 0.9), arm
+        assert align["head_lr"] == pytest.approx(3e-3) and align["lr"] == pytest.approx(1e-3), arm
+        assert finetune["head_lr"] == pytest.approx(4e-3) and finetune["layer_decay"] == 0.9, arm
 
 
 def _defaults(**env) -> dict:
@@ -107,47 +177,6 @@ def test_paper_scale_defaults_are_the_documented_ones():
 
 def _budget(run_dir: Path, stage: str) -> dict:
     return json.loads((run_dir / "run.json").read_text())["stages"][stage]["result"]["budget"]
-
-
-@pytest.mark.slow
-def test_vaani_paper_recipe_on_builtin(tmp_path):
-    """Default LOSSES (clip and maxsim), and every optimiser option turned away from its default."""
-    env = _env(tmp_path, SOURCE="builtin", LANGS="kannada", SEEDS="0", VISION="tiny-siglip", INIT="tiny",
-               RUNS="runs", EXTRA_ALIGN_ARGS="--workers 0", EXTRA_FT_ARGS="--workers 0", ALIGN_LAYER="0",
-               LAYER_DECAY="0.9", ALIGN_HEAD_LR_RATIO="3", FT_HEAD_LR_RATIO="2")
-    proc = _run("vaani_paper.sh", env, tmp_path)
-    table = (tmp_path / "runs" / "kannada" / "compare.md").read_text()
-    for arm in ("direct", "audio-only", "align:tiny-siglip/clip", "align:tiny-siglip/maxsim",
-                "align:tiny-siglip/clip@L0+shuffled", "direct (equal compute"):  # CONTROLS: both, the default
-        assert arm in table, table
-    assert "align:tiny-siglip/clip@L0" in table and "align:tiny-siglip/maxsim@L0" in table, table  # ALIGN_LAYER=0
-    assert (tmp_path / "runs" / "kannada" / "compare.png").is_file()
-    assert "ΔWER" in proc.stdout or "WER" in proc.stdout
-    for arm in ("audio-only-s0", "align-tiny-siglip-clip-s0", "align-tiny-siglip-maxsim-s0"):
-        align, finetune = (_budget(tmp_path / "runs" / "kannada" / arm, s) for s in ("align", "finetune"))
-        assert (align["align_layer"], align["encoder_layers"], align["layer_decay"]) == (0, 2, 0.9), arm
-        assert align["head_lr"] == pytest.approx(3e-3) and align["lr"] == pytest.approx(1e-3), arm
-        assert finetune["head_lr"] == pytest.approx(4e-3) and finetune["layer_decay"] == 0.9, arm
-
-
-@pytest.mark.slow
-def test_data_efficiency_recipe_on_builtin(tmp_path):
-    """One loss given as LOSS (as recipes/miniature_study.sh passes it): direct, aligned and audio-only
-    curves, the audio-only encoder trained once with the aligned one's budget."""
-    env = _env(tmp_path, SOURCE="builtin", LANGS="kannada", HOURS="0.004 0", SEEDS="0", VISION="tiny-siglip",
-               INIT="tiny", RUNS="runs", LOSS="clip", LOSSES="clip maxsim")
-    proc = _run("data_efficiency.sh", env, tmp_path)
-    for arm in ("align:tiny-siglip/clip", "audio-only", "direct"):
-        assert arm in proc.stdout, proc.stdout
-    assert "maxsim" not in proc.stdout
-    assert (tmp_path / "runs" / "kannada" / "wer-vs-hours.png").is_file()
-    runs = tmp_path / "runs" / "kannada"
-    assert sorted(p.name for p in runs.glob("*-h*") if p.is_dir()) == sorted(
-        f"{arm}-h{h}-s0" for arm in ("direct", "align-clip", "audio-only") for h in ("0.004", "0"))
-    image, audio = (_budget(runs / f"encoder-{arm}-s0", "align") for arm in ("align-clip", "audio-only"))
-    assert audio["objective"] == "audio-only" and image["loss"] == "clip"
-    for key in ("max_steps", "lr", "head_lr", "warmup_steps", "align_layer", "init_sha256", "train_pairs"):
-        assert image[key] == audio[key], key
 
 
 def _readme_commands():

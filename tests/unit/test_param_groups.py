@@ -163,6 +163,7 @@ def test_finetune_groups_encoder_decoder_layer_decay_and_no_decay(run, decoder):
     assert budget == result.budget
     assert (budget["head_lr"], budget["layer_decay"], budget["weight_decay"]) == (pytest.approx(3e-3), 0.8, 0.01)
     _check_recorded(budget, watch)
+    assert isinstance(budget["step_seconds"], float) and 0 < budget["step_seconds"] < 60  # the measured rate
 
 
 def test_finetune_layer_decay_below_the_schedule_floor_still_trains(run):
