@@ -16,7 +16,7 @@ demo: setup
 test: setup
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
 
-# the edit-test loop: every test not marked slow (no NeMo training), a few minutes
+# the edit-test loop: every test not marked slow (no recipe, pipeline or DDP run; tiny 2-step trainings stay), a few minutes
 test-fast: setup
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not slow" tests
 

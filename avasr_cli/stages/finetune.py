@@ -243,8 +243,9 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
               "schedule": f"{cfg.schedule} (warm-up {cfg.warmup_steps})", "seed": cfg.seed,
               "train_hours": round(total_hours(train_rows), 4), "decoder": decoder, "spec_augment": cfg.spec_augment,
               "precision": hw.precision, "world_size": hw.world_size, "sync_batchnorm": hw.sync_batchnorm,
-              # steady-state seconds per optimiser step of this fit (data loading included, validation passes
-              # excluded as far as they fall between the timed batches; null for a resumed fit of < 7 steps)
+              # seconds per training batch of this fit, data loading included: the first 5 batches (warm-up)
+              # left out when more than 6 were timed, all of them otherwise; null when fewer than 2 were
+              # timed. Validation passes between two timed batches count in that interval
               "step_seconds": round(progress.step_seconds, 4) if progress.step_seconds else None}
     write_json_atomic(ft / "budget.json", budget)
     return FinetuneResult(

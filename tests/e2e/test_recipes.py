@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -66,14 +67,14 @@ def recipe_runs(tmp_path_factory) -> dict:
                    OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         out, err = open(cwd / "stdout.txt", "w+"), open(cwd / "stderr.txt", "w+")
         proc = subprocess.Popen(["bash", str(ROOT / "recipes" / script)], env=env, cwd=cwd, stdout=out, stderr=err,
-                                text=True)
+                                text=True, start_new_session=True)  # a hung recipe is killed with its children
         started[name] = (script, cwd, proc, out, err)
     done = {}
     for name, (script, cwd, proc, out, err) in started.items():
         try:
             code = proc.wait(timeout=2400)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             code = proc.wait()
         out.seek(0), err.seek(0)
         stdout, stderr = out.read(), err.read()
@@ -122,6 +123,9 @@ def test_data_efficiency_recipe_in_the_miniature_study(recipe_runs):
     """recipes/data_efficiency.sh as the miniature study runs it (one loss given as LOSS): direct, aligned
     and audio-only curves, the audio-only encoder trained once with the aligned one's budget."""
     tmp_path, stdout = _ran(recipe_runs, "miniature")
+    hours = (tmp_path / "runs" / "mini" / "hours.md").read_text()
+    for arm in ("align:efficientnet-lite0/clip", "audio-only", "direct"):
+        assert arm in hours, hours
     runs = tmp_path / "runs" / "mini" / "hours" / "kannada"
     assert sorted(p.name for p in runs.glob("*-h*") if p.is_dir()) == sorted(
         f"{arm}-h{h}-s0" for arm in ("direct", "align-clip", "audio-only") for h in ("0.004", "0"))
@@ -147,6 +151,28 @@ def test_vaani_paper_recipe_on_builtin(recipe_runs):
         assert (align["align_layer"], align["encoder_layers"], align["layer_decay"]) == (0, 2, 0.9), arm
         assert align["head_lr"] == pytest.approx(3e-3) and align["lr"] == pytest.approx(1e-3), arm
         assert finetune["head_lr"] == pytest.approx(4e-3) and finetune["layer_decay"] == 0.9, arm
+
+
+def test_data_efficiency_trains_only_the_loss_given_as_loss(tmp_path):
+    """LOSS (one loss, as the miniature study passes it) wins over LOSSES: the recipe's own logic, run with
+    an ``avasr`` on PATH that only records its arguments (the stages themselves run in the tests above)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.txt"
+    stub = bin_dir / "avasr"
+    stub.write_text(f'#!/usr/bin/env bash\necho "$*" >> "{log}"\n')
+    stub.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", LOSS="clip", LOSSES="clip maxsim",
+               HOURS="0.004 0", SEEDS="0", SOURCE="builtin", RUNS="runs", GPUS="0")
+    proc = subprocess.run(["bash", str(ROOT / "recipes" / "data_efficiency.sh")], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    calls = log.read_text().splitlines()
+    aligns = [c for c in calls if " align " in f" {c} "]
+    assert len(aligns) == 2 and "--loss clip" in aligns[0] and "--objective audio-only" in aligns[1], aligns
+    assert not [c for c in calls if "maxsim" in c], calls
+    finetunes = [c for c in calls if " finetune " in f" {c} "]
+    assert len(finetunes) == 6  # direct, align-clip and audio-only at two amounts of transcribed speech
 
 
 def _defaults(**env) -> dict:

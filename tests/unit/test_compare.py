@@ -80,6 +80,7 @@ def make_run(root: Path, name: str, *, arm: str = "direct", seed: int = 0, p_err
                                      # as finetune records it: the encoder's source, seed and run dir included
                                      "init": f"tiny (seed {seed}, random init)" if arm == "direct"
                                      else f"{run.resolve()}/align/encoder (tiny, seed {seed})"}}
+    stages["evaluate"] = {"config": {"batch_size": 16}, "result": {}, "finished": "2026-12-01T00:00:00+0000"}
     (run / "run.json").write_text(json.dumps({"schema_version": 1, "stages": stages}))
     rng = np.random.default_rng(abs(hash((name, seed))) % 2**32)
     for split in splits:
@@ -223,6 +224,32 @@ def test_no_direct_run_means_no_delta(tmp_path):
     assert any("--baseline" in f for f in res.flags)
 
 
+def test_reports_left_behind_by_a_redone_stage_are_refused(tmp_path):
+    """Rerunning prepare (or any stage) drops the later stages' records from run.json but leaves their
+    files: reports/ then describe a model and a corpus the run no longer has, and must not be compared."""
+    from avasr_cli.run import RunDir
+
+    direct, align = make_run(tmp_path, "direct"), make_run(tmp_path, "align", arm="align")
+    RunDir(direct).record_stage("prepare", {"lang": "kannada", "num_align": 20}, {})
+    assert set(json.loads((direct / "run.json").read_text())["stages"]) == {"prepare"}
+    with pytest.raises(InputError) as exc:
+        run_compare(CompareConfig(runs=(str(direct), str(align))))
+    assert str(direct) in exc.value.message and "no finished evaluate" in exc.value.message
+    assert "avasr -r" in exc.value.hint and "finetune" in exc.value.hint
+
+
+def test_two_runs_of_one_arm_with_one_seed_are_refused(tmp_path):
+    """Two runs of the same settings and the same seed are one training run twice (a repeat, not a second
+    seed): averaged as two seeds they would give a standard deviation of 0 and a falsely narrow interval."""
+    a, b = make_run(tmp_path, "a", seed=0), make_run(tmp_path, "b", seed=0)
+    c = make_run(tmp_path, "c", seed=1)
+    with pytest.raises(InputError) as exc:
+        run_compare(CompareConfig(runs=(str(a), str(b), str(c))))
+    assert "seed 0" in exc.value.message and str(a) in exc.value.message and str(b) in exc.value.message
+    res = run_compare(CompareConfig(runs=(str(a), str(c)), n_resamples=20))
+    assert res.rows[0]["seeds"] == [0, 1]
+
+
 def test_missing_reports_and_bad_paths(tmp_path):
     empty = tmp_path / "fresh"
     empty.mkdir()
@@ -251,7 +278,7 @@ def test_missing_reports_and_bad_paths(tmp_path):
 def test_missing_keys_show_dashes(tmp_path):
     run = tmp_path / "bare"
     (run / "reports").mkdir(parents=True)
-    (run / "run.json").write_text(json.dumps({"schema_version": 1, "stages": {}}))
+    (run / "run.json").write_text(json.dumps({"schema_version": 1, "stages": {"evaluate": {"config": {}, "result": {}}}}))
     (run / "reports" / "wer-test.json").write_text(json.dumps({"wer": 0.5, "cer": 0.2}))
     res = run_compare(CompareConfig(runs=(str(run),)))
     from avasr_cli.report.table import cells, to_markdown

@@ -200,6 +200,10 @@ def load_run(path: str) -> Run:
     if not reports:
         raise InputError(f"run directory {path} has no reports (reports/wer-<split>.json)", f"avasr evaluate -r {path}")
     stages = record.get("stages") or {}
+    if not isinstance(stages.get("evaluate"), dict):  # a stage before it was redone: its record went, its files stayed
+        raise InputError(f"{path}: reports/ were left by an earlier evaluate, and run.json records no finished "
+                         f"evaluate now (a stage before it was redone since): they describe a model or data this "
+                         f"run no longer has", f"rerun the later stages: avasr -r {path} finetune, then evaluate")
     align = get(stages, "align", "result")
     return Run(path=str(path), name=p.resolve().name, info=run_info(record, p.resolve()), reports=reports,
                align_result=align if isinstance(align, dict) else None,
@@ -238,4 +242,10 @@ def group_runs(runs: list[Run]) -> list[list[Run]]:
     groups = list(grouped.values())
     for g in groups:
         g.sort(key=lambda r: (r.info["seed"] is None, str(r.info["seed"]), r.name))
+        seeds = [r.info["seed"] for r in g if r.info["seed"] is not None]
+        for seed in dict.fromkeys(x for x in seeds if seeds.count(x) > 1):
+            twins = [r.path for r in g if r.info["seed"] == seed]
+            raise InputError(f"{' and '.join(twins)} are one arm with the same settings and seed {seed}: a repeat "
+                             "of one training run, not another seed (averaged as seeds they would narrow the "
+                             "interval falsely)", "compare one of them, or train the arm again with another --seed")
     return groups
