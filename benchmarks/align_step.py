@@ -3,13 +3,16 @@
     python benchmarks/align_step.py [--steps 40] [--batch-size 16] [--init tiny] [--loss clip]
 
 * bare:  a plain loop over batches already in memory: preprocessor + FastConformer + head + loss,
-         backward, AdamW step — no Lightning, no data loading, no feature reads.
+         backward, AdamW step — no Lightning, no data loading, no feature reads — with torch's
+         deterministic algorithms on, as ``run_align`` trains (also timed with the default kernels, to
+         show what determinism costs on its own).
 * avasr: ``run_align`` end to end through Lightning with its DataLoader (audio decoded in workers,
          duration bucketing) and image features read per batch from the memory-mapped store.
 
 Both run the same number of optimiser steps of the same batch size on the same corpus (a small built-in
 corpus generated into a temporary $AVASR_HOME). Prints seconds per step for each and the overhead
-ratio; the target is avasr/bare ≤ 1.10. Also prints the cost of reading one batch of features from the
+ratio; the target is avasr/bare ≤ 1.10. On a 2-core machine, ``--workers 2`` (the default) puts two
+loader processes beside the step's two torch threads; ``--workers 0`` shows the step without them. Also prints the cost of reading one batch of features from the
 store against the bare step.
 """
 
@@ -84,6 +87,9 @@ def main() -> None:
             bare_step(batches[i % len(batches)])
         return (time.perf_counter() - start) / args.steps
 
+    torch.use_deterministic_algorithms(False)
+    bare_free = time_bare()  # torch's default kernels
+    torch.use_deterministic_algorithms(True, warn_only=True)  # what run_align trains with (make_deterministic)
     bare_before = time_bare()
 
     shas = [r["image_sha256"] for r in rows[: args.batch_size]]
@@ -96,11 +102,12 @@ def main() -> None:
     result = run_align(run, cfg)
     total = time.perf_counter() - start
     avasr = result.step_seconds  # steady-state step of the fit loop, data loading included
-    bare = min(bare_before, time_bare())  # measured before and after avasr's run; the faster counts
+    bare = min(bare_before, time_bare())  # deterministic, before and after avasr's run; the faster counts
 
     print(f"batch {args.batch_size}, {args.steps} steps, encoder {args.init}, loss {args.loss}, "
           f"torch threads {torch.get_num_threads()}")
-    print(f"bare step (in-memory batches, plain loop) : {bare * 1000:8.1f} ms")
+    print(f"bare step (in-memory batches, plain loop) : {bare * 1000:8.1f} ms   (deterministic algorithms, as avasr "
+          f"trains; {bare_free * 1000:.1f} ms with torch's default kernels)")
     print(f"avasr align step (Lightning + DataLoader) : {avasr * 1000:8.1f} ms   "
           f"(whole run_align incl. set-up and recall: {total:.1f} s, fit {result.seconds:.1f} s)")
     print(f"overhead ratio avasr / bare               : {avasr / bare:8.3f}   (target <= 1.10)")
