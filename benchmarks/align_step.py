@@ -67,8 +67,13 @@ def main() -> None:
                          rows=rows, image_index=index, store_path=info["store"])
     data = PairDataset(rows, index)
     collate = PairCollate(info["store"], patches=args.loss == "maxsim")
-    order = list(BucketBatchSampler([float(r["duration"]) for r in rows], args.batch_size, seed=0))
-    batches = [collate([data[j] for j in b]) for b in order[: args.steps]]  # the batches avasr forms
+    sampler = BucketBatchSampler([float(r["duration"]) for r in rows], args.batch_size, seed=0)
+    order, epoch = [], 0
+    while len(order) < args.steps:  # epoch after epoch, as the fit draws them (its module sets the epoch)
+        sampler.set_epoch(epoch)
+        order += list(sampler)
+        epoch += 1
+    batches = [collate([data[j] for j in b]) for b in order[: args.steps]]  # the batches avasr trains on
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-3)
     module.train()
 
