@@ -12,8 +12,8 @@
 Both run the same number of optimiser steps of the same batch size on the same corpus (a small built-in
 corpus generated into a temporary $AVASR_HOME). Prints seconds per step for each and the overhead
 ratio; the target is avasr/bare ≤ 1.10. On a 2-core machine, ``--workers 2`` (the default) puts two
-loader processes beside the step's two torch threads; ``--workers 0`` shows the step without them. Also prints the cost of reading one batch of features from the
-store against the bare step.
+loader processes beside the step's two torch threads; ``--workers 0`` shows the step without them. Also
+prints the cost of reading one batch of features from the store against the bare step.
 """
 
 from __future__ import annotations

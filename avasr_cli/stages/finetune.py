@@ -246,7 +246,7 @@ def run_finetune(run: RunDir, cfg: FinetuneConfig, rep: Reporter | None = None, 
               # seconds per training batch of this fit, data loading included: the first 5 batches (warm-up)
               # left out when more than 6 were timed, all of them otherwise; null when fewer than 2 were
               # timed. Validation passes between two timed batches count in that interval
-              "step_seconds": round(progress.step_seconds, 4) if progress.step_seconds else None}
+              "step_seconds": round(step, 4) if (step := progress.step_seconds) else None}
     write_json_atomic(ft / "budget.json", budget)
     return FinetuneResult(
         decoder=decoder, init=bundle.source, init_kind=init_kind, encoder_history=bundle.history, budget=budget,

@@ -65,20 +65,18 @@ def recipe_runs(tmp_path_factory) -> dict:
         cwd = tmp_path_factory.mktemp(name)
         env = _env(cwd, **{k: (str(cwd / v) if k == "DOCS" else v) for k, v in extra.items()},
                    OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        out, err = open(cwd / "stdout.txt", "w+"), open(cwd / "stderr.txt", "w+")
-        proc = subprocess.Popen(["bash", str(ROOT / "recipes" / script)], env=env, cwd=cwd, stdout=out, stderr=err,
-                                text=True, start_new_session=True)  # a hung recipe is killed with its children
-        started[name] = (script, cwd, proc, out, err)
+        with open(cwd / "stdout.txt", "w") as out, open(cwd / "stderr.txt", "w") as err:  # the child keeps its copies
+            proc = subprocess.Popen(["bash", str(ROOT / "recipes" / script)], env=env, cwd=cwd, stdout=out,
+                                    stderr=err, start_new_session=True)  # a hung recipe is killed with its children
+        started[name] = (script, cwd, proc)
     done = {}
-    for name, (script, cwd, proc, out, err) in started.items():
+    for name, (script, cwd, proc) in started.items():
         try:
             code = proc.wait(timeout=2400)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             code = proc.wait()
-        out.seek(0), err.seek(0)
-        stdout, stderr = out.read(), err.read()
-        out.close(), err.close()
+        stdout, stderr = (cwd / "stdout.txt").read_text(), (cwd / "stderr.txt").read_text()
         done[name] = (cwd, code, stdout, f"{script} failed ({code}):\n{stdout[-3000:]}\n{stderr[-3000:]}")
     return done
 

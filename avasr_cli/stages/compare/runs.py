@@ -243,7 +243,8 @@ def group_runs(runs: list[Run]) -> list[list[Run]]:
     for g in groups:
         g.sort(key=lambda r: (r.info["seed"] is None, str(r.info["seed"]), r.name))
         seeds = [r.info["seed"] for r in g if r.info["seed"] is not None]
-        for seed in dict.fromkeys(x for x in seeds if seeds.count(x) > 1):
+        seed = next((x for x in seeds if seeds.count(x) > 1), None)
+        if seed is not None:
             twins = [r.path for r in g if r.info["seed"] == seed]
             raise InputError(f"{' and '.join(twins)} are one arm with the same settings and seed {seed}: a repeat "
                              "of one training run, not another seed (averaged as seeds they would narrow the "
