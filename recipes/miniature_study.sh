@@ -48,16 +48,17 @@ if [[ $stage -le 0 && $stop_stage -ge 0 ]]; then
   # shellcheck disable=SC2086
   avasr pretrain --lang "$AVASR_LANG" --gpus "$GPUS" $PRETRAIN_ARGS
 fi
+# each sub-recipe runs all its own stages (a stage=N given to this script must not reach them)
 common=(LANGS="$AVASR_LANG" SOURCE=builtin INIT=auto PREPARE_ARGS="$PREPARE_ARGS" VISION="$VISION"
         ALIGN_STEPS="$ALIGN_STEPS" FT_STEPS="$FT_STEPS" BATCH="$BATCH" DECODER="$DECODER" GPUS="$GPUS" NODES=1)
 if [[ $stage -le 1 && $stop_stage -ge 1 ]]; then
   echo "== stage 1: direct, align ($LOSSES) and audio-only for seeds $SEEDS"
-  env "${common[@]}" SEEDS="$SEEDS" LOSSES="$LOSSES" CONTROLS="$CONTROLS" RUNS="$RUNS/arms" stop_stage=4 \
+  env "${common[@]}" SEEDS="$SEEDS" LOSSES="$LOSSES" CONTROLS="$CONTROLS" RUNS="$RUNS/arms" stage=0 stop_stage=4 \
     bash "$here/vaani_paper.sh"
 fi
 if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
   echo "== stage 2: WER against transcribed hours ($HOURS), with and without alignment"
-  env "${common[@]}" SEEDS="$HOURS_SEEDS" HOURS="$HOURS" LOSS="${LOSSES%% *}" RUNS="$RUNS/hours" stop_stage=3 \
+  env "${common[@]}" SEEDS="$HOURS_SEEDS" HOURS="$HOURS" LOSS="${LOSSES%% *}" RUNS="$RUNS/hours" stage=0 stop_stage=3 \
     bash "$here/data_efficiency.sh"
 fi
 if [[ $stage -le 3 && $stop_stage -ge 3 ]]; then

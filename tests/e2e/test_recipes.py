@@ -151,16 +151,22 @@ def test_vaani_paper_recipe_on_builtin(recipe_runs):
         assert finetune["head_lr"] == pytest.approx(4e-3) and finetune["layer_decay"] == 0.9, arm
 
 
-def test_data_efficiency_trains_only_the_loss_given_as_loss(tmp_path):
-    """LOSS (one loss, as the miniature study passes it) wins over LOSSES: the recipe's own logic, run with
-    an ``avasr`` on PATH that only records its arguments (the stages themselves run in the tests above)."""
+def _recording_avasr(tmp_path):
+    """(PATH with an ``avasr`` first that only appends its arguments to a log, that log)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log = tmp_path / "calls.txt"
     stub = bin_dir / "avasr"
     stub.write_text(f'#!/usr/bin/env bash\necho "$*" >> "{log}"\n')
     stub.chmod(0o755)
-    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", LOSS="clip", LOSSES="clip maxsim",
+    return f"{bin_dir}{os.pathsep}{os.environ['PATH']}", log
+
+
+def test_data_efficiency_trains_only_the_loss_given_as_loss(tmp_path):
+    """LOSS (one loss, as the miniature study passes it) wins over LOSSES: the recipe's own logic, run with
+    an ``avasr`` on PATH that only records its arguments (the stages themselves run in the tests above)."""
+    path, log = _recording_avasr(tmp_path)
+    env = dict(os.environ, PATH=path, LOSS="clip", LOSSES="clip maxsim",
                HOURS="0.004 0", SEEDS="0", SOURCE="builtin", RUNS="runs", GPUS="0")
     proc = subprocess.run(["bash", str(ROOT / "recipes" / "data_efficiency.sh")], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
@@ -171,6 +177,23 @@ def test_data_efficiency_trains_only_the_loss_given_as_loss(tmp_path):
     assert not [c for c in calls if "maxsim" in c], calls
     finetunes = [c for c in calls if " finetune " in f" {c} "]
     assert len(finetunes) == 6  # direct, align-clip and audio-only at two amounts of transcribed speech
+
+
+def test_a_miniature_study_resumed_at_a_stage_runs_every_step_of_its_sub_recipe(tmp_path):
+    """``stage=1 bash recipes/miniature_study.sh`` (rerun the arms, not the pretraining) must not hand
+    stage=1 on to vaani_paper.sh, whose stage 0 is prepare: each arm is prepared, embedded, aligned,
+    fine-tuned and evaluated (a recording ``avasr`` on PATH, as above)."""
+    path, log = _recording_avasr(tmp_path)
+    env = dict(os.environ, PATH=path, SEEDS="0", RUNS="runs", stage="1", stop_stage="1")
+    proc = subprocess.run(["bash", str(ROOT / "recipes" / "miniature_study.sh")], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    calls = log.read_text().splitlines()
+    assert not [c for c in calls if c.startswith("pretrain")], calls  # stage 0 of this script was skipped
+    verbs = [next(w for w in c.split() if not w.startswith("-") and "/" not in w) for c in calls]
+    arms = 6  # direct, direct-equal-compute, audio-only, align clip, align maxsim, align clip shuffled
+    assert verbs.count("prepare") == arms and verbs.count("finetune") == arms and verbs.count("evaluate") == arms
+    assert verbs.count("align") == arms - 2 and verbs.count("embed-images") == 3
 
 
 def _defaults(**env) -> dict:
