@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from avasr_cli import __version__
 from avasr_cli.errors import PrerequisiteError, ResourceError, RunDirError
@@ -95,8 +95,17 @@ def write_json_atomic(dest: Path | str, obj: Any) -> None:
     write_text_atomic(dest, json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n")
 
 
-def write_jsonl_atomic(dest: Path | str, rows: list[dict]) -> None:
-    write_text_atomic(dest, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+def write_jsonl_atomic(dest: Path | str, rows: Iterable[dict]) -> int:
+    """Write ``rows`` (any iterable: a generator is streamed, one line at a time, never all in memory) to
+    ``dest`` atomically; return how many were written."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with atomic_path(dest) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+            n += 1
+    return n
 
 
 def _json_default(o: Any) -> Any:

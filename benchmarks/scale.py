@@ -72,8 +72,10 @@ def measure(n: int, out: Path, workers: int, steps: int, keep: bool) -> dict:
     result: dict = {"clips": n, "stages": {}}
     for name, args in stages.items():
         result["stages"][name] = run_stage(args, env, log)
+        files = tree(home)[0] + (tree(run)[0] if run.exists() else 0)  # everything on disk once this stage is done
+        result["stages"][name]["files_per_1k"] = round(files * 1000 / n, 2)
         print(f"  {n:>7} clips  {name:<13} {result['stages'][name]['seconds']:>8.1f} s  "
-              f"{result['stages'][name]['peak_rss_mib']:>7.0f} MiB", flush=True)
+              f"{result['stages'][name]['peak_rss_mib']:>7.0f} MiB  {files:>8} files", flush=True)
     card = json.loads((run / "data" / "data_card.json").read_text())
     files_home, bytes_home = tree(home)
     files_run, bytes_run = tree(run)
@@ -165,6 +167,10 @@ def main() -> None:
         ratios[f"peak RSS {stage}"] = hi["stages"][stage]["peak_rss_mib"] / lo["stages"][stage]["peak_rss_mib"]
     lines += ["", f"Ratios, {hi['clips']:,} clips over {lo['clips']:,} (target: within 1.3x):", ""]
     lines += [f"* {name}: {value:.2f}x{'' if value <= 1.3 else ' (not flat)'}" for name, value in ratios.items()]
+    lines += ["", "Files under $AVASR_HOME and the run directory per 1 k clips after each stage:", "",
+              "| clips | " + " | ".join(r["stages"]) + " |", "|---|" + "---|" * len(lo["stages"])]
+    lines += [f"| {r['clips']:,} | " + " | ".join(f"{st['files_per_1k']}" for st in r["stages"].values()) + " |"
+              for r in results]
     lines += ["", *extrapolate(lo, hi)]
     worst = max(r["files_per_1k"] for r in results)
     lines += ["", f"Files under $AVASR_HOME and the run directory: at most {worst} per 1 k clips "

@@ -23,13 +23,38 @@ Bring-your-own manifests may name the image ``image_filepath``, ``image_path``, 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Iterator
 
 from avasr_cli.errors import InputError, not_a_file
 
 IMAGE_FIELDS = ("image_filepath", "image_path", "image", "referenceImage")
 SPLITS = ("align", "train", "dev", "test")
+
+
+class Rows:
+    """A split's rows as a stream that can be read again: each ``iter()`` calls ``make`` for a fresh pass
+    (over a file, a corpus, shards), so a prepare of a million clips never holds them all. A list is
+    the other kind of split a source may hand over."""
+
+    def __init__(self, make: Callable[[], Iterator[dict]]):
+        self._make = make
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self._make())
+
+
+@dataclass
+class SourceData:
+    """What a source hands the stage: manifest rows per split (absolute paths) and facts for the data card.
+    A split is a list or a :class:`Rows` stream, read again on each pass: the
+    stage reads each split a few times (checks, shard packing, manifest) and never holds it."""
+
+    splits: dict[str, Iterable[dict]]
+    corpus_dir: Path
+    reused_cache: bool
+    card: dict
 
 
 def image_field(row: dict) -> str | None:

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import shutil
 import tarfile
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Iterator
 
 from avasr_cli.errors import InputError
 from avasr_cli.run import sha256_file, write_json_atomic
@@ -42,8 +43,8 @@ def is_sharded(row: dict) -> bool:
     return "tar_filepath" in row
 
 
-def content_key(rows: list[dict], clips_per_shard: int) -> str:
-    """What a split's shards hold: its rows (in order) and the shard size."""
+def content_key(rows: Iterable[dict], clips_per_shard: int) -> str:
+    """What a split's shards hold: its rows (in order) and the shard size (one streamed pass)."""
     h = hashlib.sha256(json.dumps([clips_per_shard, LAYOUT_VERSION], sort_keys=True).encode())
     for r in rows:
         h.update(json.dumps(r, sort_keys=True, ensure_ascii=False, default=str).encode())
@@ -60,32 +61,47 @@ def _wav_bytes(path: str) -> bytes:
     return buf.getvalue()
 
 
-def pack_split(rows: list[dict], dest: Path, clips_per_shard: int) -> list[dict]:
-    """Pack ``rows``' audio into shards under ``dest`` and return the rows pointing into them. Rows keep
-    every field; ``audio_filepath`` becomes the member name. When ``dest`` already holds these rows, only
-    its damaged shards (missing, another size than the index says, unreadable tar headers) are packed
-    again: that is what ``avasr prepare --force`` does after a shard is damaged."""
+def _chunked(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    it = iter(rows)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+def pack_split(rows: Iterable[dict], dest: Path, clips_per_shard: int, *, key: str | None = None,
+               progress: Callable[[int], object] | None = None) -> "ShardRows":
+    """Pack ``rows``' audio into shards under ``dest`` and return the rows pointing into them (a stream
+    read from the shard manifests). Rows keep every field; ``audio_filepath`` becomes the member name.
+    ``rows`` is read one shard's worth at a time (a list or a :class:`~avasr_cli.data.manifest.Rows`
+    stream, read once for ``key`` when it is not given and once to pack). When ``dest`` already holds
+    these rows, only its damaged shards (missing, another size than the index says, unreadable tar
+    headers) are packed again: that is what ``avasr prepare --force`` does after a shard is damaged."""
     dest = Path(dest)
-    key = content_key(rows, clips_per_shard)
-    chunks = [rows[i : i + clips_per_shard] for i in range(0, len(rows), clips_per_shard)]
+    key = key or content_key(rows, clips_per_shard)
+    progress = progress or (lambda n: None)
     record = None
     if (dest / INDEX).is_file():
         try:
             record = json.loads((dest / INDEX).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             record = None
-    if record is not None and record.get("key") == key and len(record.get("shards", [])) == len(chunks):
-        for sid, shard in enumerate(record["shards"]):
-            if _shard_problem(dest, shard):
-                record["shards"][sid] = _repack(dest, sid, chunks[sid])
-        write_json_atomic(dest / INDEX, record)
-        return read_rows(dest)
+    if record is not None and record.get("key") == key:
+        damaged = {sid for sid, shard in enumerate(record["shards"]) if _shard_problem(dest, shard)}
+        if damaged:
+            for sid, chunk in enumerate(_chunked(rows, clips_per_shard)):
+                if sid in damaged:
+                    record["shards"][sid] = _repack(dest, sid, chunk)
+            write_json_atomic(dest / INDEX, record)
+        progress(int(record.get("clips", 0)))
+        return ShardRows(dest)
     shutil.rmtree(dest, ignore_errors=True)  # absent, or another content under the same name
     tmp = dest.with_name(f".tmp-{dest.name}-{os.getpid()}-{time.time_ns()}")
     tmp.mkdir(parents=True)
     try:
-        shards = [_write_shard(tmp, dest, sid, chunk) for sid, chunk in enumerate(chunks)]
-        write_json_atomic(tmp / INDEX, {"format": LAYOUT_VERSION, "key": key, "clips": len(rows),
+        shards = []
+        for sid, chunk in enumerate(_chunked(rows, clips_per_shard)):
+            shards.append(_write_shard(tmp, dest, sid, chunk))
+            progress(len(chunk))
+        write_json_atomic(tmp / INDEX, {"format": LAYOUT_VERSION, "key": key, "clips": sum(s["clips"] for s in shards),
                            "clips_per_shard": clips_per_shard, "shards": shards})
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -95,31 +111,67 @@ def pack_split(rows: list[dict], dest: Path, clips_per_shard: int) -> list[dict]
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return read_rows(dest)
+    return ShardRows(dest)
+
+
+class ShardRows:
+    """The rows of a shard directory, streamed from its shard manifests on each pass."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        read_index(self.directory)  # fail now, naming the index, rather than on the first pass
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter_rows(self.directory)
 
 
 def _write_shard(where: Path, dest: Path, sid: int, chunk: list[dict]) -> dict:
     """Write ``audio_<sid>.tar`` and ``manifest_<sid>.json`` into ``where`` (rows name them under ``dest``)."""
-    tar_name, manifest_name = f"audio_{sid}.tar", f"manifest_{sid}.json"
-    entries = []
-    with tarfile.open(where / tar_name, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for r in chunk:
-            member = f"{r.get('utt_id') or Path(r['audio_filepath']).stem}.wav"
-            data = _wav_bytes(str(r["audio_filepath"]))
-            info = tarfile.TarInfo(member)
-            info.size, info.mtime = len(data), 0
-            tar.addfile(info, io.BytesIO(data))
-            entries.append((r, member))
-    offsets = _members(where / tar_name)
-    with open(where / manifest_name, "w", encoding="utf-8") as fh:
-        for r, member in entries:
-            offset, size = offsets[member]
-            row = dict(r, audio_filepath=member, shard_id=sid, tar_filepath=str(dest / tar_name),
-                       tar_offset=offset, tar_size=size)
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return {"shard_id": sid, "tar": tar_name, "manifest": manifest_name, "clips": len(entries),
-            "bytes": (where / tar_name).stat().st_size, "sha256": sha256_file(where / tar_name),
-            "manifest_sha256": sha256_file(where / manifest_name)}
+    shard = ShardFile(where, dest, sid)
+    for r in chunk:
+        shard.add(r, f"{r.get('utt_id') or Path(r['audio_filepath']).stem}.wav", _wav_bytes(str(r["audio_filepath"])))
+    return shard.close()
+
+
+class ShardFile:
+    """One shard being written: members are appended to ``audio_<sid>.tar`` as they come (nothing but the
+    rows is held), and :meth:`close` writes ``manifest_<sid>.json`` (rows pointing at their members under
+    ``dest``) and returns the shard's index record."""
+
+    def __init__(self, where: Path, dest: Path, sid: int, prefix: str = "audio", name_field: str = "audio_filepath"):
+        self.where, self.dest, self.sid, self.name_field = Path(where), Path(dest), sid, name_field
+        self.tar_name, self.manifest_name = f"{prefix}_{sid}.tar", f"manifest_{sid}.json"
+        self._tar = tarfile.open(self.where / self.tar_name, "w", format=tarfile.USTAR_FORMAT)
+        self._entries: list[tuple[dict, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, row: dict, member: str, data: bytes) -> None:
+        info = tarfile.TarInfo(member)
+        info.size, info.mtime = len(data), 0
+        self._tar.addfile(info, io.BytesIO(data))
+        self._entries.append((row, member))
+
+    def close(self) -> dict:
+        self._tar.close()
+        with open(self.where / self.tar_name, "rb+") as fh:  # on disk before anything names it as committed
+            os.fsync(fh.fileno())
+        offsets = _members(self.where / self.tar_name)
+        with open(self.where / self.manifest_name, "w", encoding="utf-8") as fh:
+            for r, member in self._entries:
+                offset, size = offsets[member]
+                row = dict(r, **{self.name_field: member}, shard_id=self.sid,
+                           tar_filepath=str(self.dest / self.tar_name), tar_offset=offset, tar_size=size)
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        return {"shard_id": self.sid, "tar": self.tar_name, "manifest": self.manifest_name, "clips": len(self._entries),
+                "bytes": (self.where / self.tar_name).stat().st_size, "sha256": sha256_file(self.where / self.tar_name),
+                "manifest_sha256": sha256_file(self.where / self.manifest_name)}
+
+    def abandon(self) -> None:
+        self._tar.close()
 
 
 def _repack(dest: Path, sid: int, chunk: list[dict]) -> dict:
@@ -162,17 +214,22 @@ def read_index(directory: Path) -> dict:
                          "rerun `avasr prepare --force` to rebuild the shards") from None
 
 
-def read_rows(directory: Path) -> list[dict]:
-    rows = []
+def iter_rows(directory: Path) -> Iterator[dict]:
+    """The rows of every shard manifest under ``directory``, in shard order, one at a time."""
     for shard in read_index(directory)["shards"]:
         path = Path(directory) / shard["manifest"]
         try:
             with open(path, encoding="utf-8") as fh:
-                rows += [json.loads(line) for line in fh if line.strip()]
+                for line in fh:
+                    if line.strip():
+                        yield json.loads(line)
         except (OSError, ValueError) as exc:
             raise InputError(f"cannot read the shard manifest {path} ({type(exc).__name__})",
                              "rerun `avasr prepare --force`: it packs just the damaged shards again") from None
-    return rows
+
+
+def read_rows(directory: Path) -> list[dict]:
+    return list(iter_rows(directory))
 
 
 def shard_dirs(rows: Iterable[dict]) -> list[Path]:
@@ -236,11 +293,21 @@ def read_member(row: dict) -> bytes:
     return data
 
 
-def files_on_disk(rows: list[dict]) -> int:
-    """Files the audio of ``rows`` occupies: one per clip, or the shards with their manifests and index."""
-    if rows and all(is_sharded(r) for r in rows):
-        return sum(2 * len(read_index(d)["shards"]) + 1 for d in shard_dirs(rows))
-    return len({str(r["audio_filepath"]) for r in rows})
+def files_on_disk(rows: Iterable[dict]) -> int:
+    """Files the audio of ``rows`` occupies: the shards with their manifests and index, or one per clip
+    (the files layout; its distinct paths are counted in a set, the layout's own cost in memory)."""
+    if isinstance(rows, ShardRows):
+        return 2 * len(read_index(rows.directory)["shards"]) + 1
+    paths, dirs, all_sharded = set(), set(), True
+    for r in rows:
+        paths.add(str(r["audio_filepath"]))
+        if is_sharded(r):
+            dirs.add(Path(r["tar_filepath"]).parent)
+        else:
+            all_sharded = False
+    if paths and all_sharded:
+        return sum(2 * len(read_index(d)["shards"]) + 1 for d in sorted(dirs))
+    return len(paths)
 
 
 _NEMO_BRACES = "([<)]>"

@@ -16,12 +16,14 @@ saved in run.json and the data card.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
-from avasr_cli.data.manifest import SPLITS
+from avasr_cli.data.manifest import SPLITS, SourceData
 from avasr_cli.data.vaani.select import UNKNOWN_SPEAKER
 from avasr_cli.errors import ConfigError, InputError, not_a_file
 from avasr_cli.progress import Reporter
@@ -137,46 +139,6 @@ class PrepareResult:
     seconds: float = 0.0
 
 
-@dataclass
-class SourceData:
-    """What a source hands the stage: manifest rows per split (absolute paths) and facts for the data card."""
-
-    splits: dict[str, list[dict]]
-    corpus_dir: Path
-    reused_cache: bool
-    card: dict
-
-
-def builtin_source(cfg: PrepareConfig, rep: Reporter, token: str | None = None) -> SourceData:
-    from avasr_cli.data.builtin import LANGUAGES, CorpusConfig, generate_corpus, held_out_sentence, word_classes
-
-    corpus_cfg = CorpusConfig(lang=cfg.lang, seed=cfg.seed, num_align=cfg.num_align, num_train=cfg.num_train,
-                              num_dev=cfg.num_dev, num_test=cfg.num_test)
-    corpus = generate_corpus(corpus_cfg, rep)
-    splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    wrong_side = 0  # a sentence said on the other side of the dev/test sentence rule (a generator bug)
-    for r in corpus.rows:
-        wrong_side += held_out_sentence(r["text"]) != (r["split"] in ("dev", "test"))
-        row = dict(audio_filepath=str(corpus.dir / r["audio"]), duration=r["duration"],
-                   text="" if r["split"] == "align" else r["text"])
-        if r["split"] != "align":
-            row["text_raw"] = r["text"]
-        row.update(image_filepath=str(corpus.dir / r["image"]), image_sha256=r["image_sha256"], utt_id=r["utt_id"],
-                   speaker=r["speaker"], speaker_group=r["group"], lang=cfg.lang, gender=r["gender"])
-        splits[r["split"]].append(row)
-    if wrong_side:
-        raise InputError(f"the built-in corpus in {corpus.dir} breaks its sentence rule ({wrong_side} utterances)",
-                         "delete that folder and rerun `avasr prepare` to generate it again")
-    card = dict(corpus=dict(kind="builtin", dir=str(corpus.dir), **corpus.info),
-                voices={s: sorted({r["voice"] for r in corpus.rows if r["split"] == s}) for s in SPLITS},
-                speaker_group_unit="voice",
-                sentence_rule="a sentence's hash decides whether dev/test or train/align may say it "
-                              "(avasr_cli.data.builtin.scenes.held_out_sentence): no align or train utterance "
-                              "says a dev/test sentence (checked over every utterance, align included)",
-                word_classes=word_classes(LANGUAGES[cfg.lang]))
-    return SourceData(splits, corpus.dir, corpus.reused, card)
-
-
 def vaani_source(cfg: PrepareConfig, rep: Reporter, token: str | None = None) -> SourceData:
     from avasr_cli.data.vaani import prepare_vaani
 
@@ -197,26 +159,51 @@ def manifest_source(cfg: PrepareConfig, rep: Reporter, token: str | None = None)
     return SourceData(corpus.splits, corpus.dir, corpus.reused, dict(corpus=corpus.card))
 
 
+def builtin_source(cfg: PrepareConfig, rep: Reporter, token: str | None = None) -> SourceData:
+    from avasr_cli.data.builtin.source import builtin_source as source
+
+    return source(cfg, rep)
+
+
 SOURCES: dict[str, Callable[..., SourceData]] = {"builtin": builtin_source, "vaani": vaani_source,
                                                  "manifest": manifest_source}
 
 
-def check_disjoint(splits: dict[str, list[dict]]) -> dict:
+def check_disjoint(splits: dict[str, Iterable[dict]]) -> dict:
     """Dev and test speakers must not occur in train or align; no utterance id may occur twice. Rows of
-    unknown speaker cannot be checked: they are counted, not matched."""
-    speakers = {s: _speakers(rows) for s, rows in splits.items()}
+    unknown speaker cannot be checked: they are counted, not matched.
+
+    One streamed pass: memory is the speaker sets and 8 bytes per utterance (a 64-bit hash of its id,
+    sorted to find repeats; a repeated hash is confirmed on the ids themselves in a second pass over just
+    those, so a hash collision is never reported as a duplicate)."""
+    import numpy as np
+
+    speakers: dict[str, set] = {s: set() for s in splits}
+    unknown = {s: 0 for s in splits}
+    hashes = array("Q")
+    for split, rows in splits.items():
+        for r in rows:
+            if r["speaker"] == UNKNOWN_SPEAKER:
+                unknown[split] += 1
+            else:
+                speakers[split].add(r["speaker"])
+            hashes.append(_id_hash(r["utt_id"]))
     seen = speakers.get("train", set()) | speakers.get("align", set())
     leaks = {s: sorted(speakers.get(s, set()) & seen) for s in ("dev", "test")}
-    ids = [r["utt_id"] for rows in splits.values() for r in rows]
-    duplicates = len(ids) - len(set(ids))
-    unknown = {s: sum(1 for r in rows if r["speaker"] == UNKNOWN_SPEAKER) for s, rows in splits.items()}
+    ids = np.frombuffer(hashes, dtype=np.uint64) if hashes else np.zeros(0, np.uint64)
+    ids = np.sort(ids)
+    repeated = set(ids[1:][ids[1:] == ids[:-1]].tolist())
+    duplicates = 0
+    if repeated:  # confirm on the ids: only the few sharing a hash are held
+        same = [r["utt_id"] for rows in splits.values() for r in rows if _id_hash(r["utt_id"]) in repeated]
+        duplicates = len(same) - len(set(same))
     return dict(speaker_disjoint=not any(leaks.values()), leaked_speakers=leaks, unique_utt_ids=duplicates == 0,
                 duplicate_utt_ids=duplicates, unknown_speaker_rows=unknown,
                 passed=not any(leaks.values()) and duplicates == 0)
 
 
-def _speakers(rows: list[dict]) -> set[str]:
-    return {r["speaker"] for r in rows if r["speaker"] != UNKNOWN_SPEAKER}
+def _id_hash(utt_id) -> int:
+    return int.from_bytes(hashlib.blake2b(str(utt_id).encode("utf-8"), digest_size=8).digest(), "little")
 
 
 def run_prepare(run: RunDir, cfg: PrepareConfig, rep: Reporter | None = None, *, token: str | None = None
@@ -240,12 +227,9 @@ def run_prepare(run: RunDir, cfg: PrepareConfig, rep: Reporter | None = None, *,
     from avasr_cli.data.shards import files_on_disk
 
     files = {s: files_on_disk(data.splits[s]) for s in SPLITS}
-    for split in SPLITS:
-        rows = data.splits[split]
-        for row in rows:  # the unit a bootstrap resamples: a source's own group (a voice), else the speaker
-            row.setdefault("speaker_group", row["speaker"])
+    for split in SPLITS:  # streamed to the manifest, one row at a time
         path = run.manifest(split)
-        write_jsonl_atomic(path, rows)
+        write_jsonl_atomic(path, map(_with_group, data.splits[split]))
         result.manifests[split] = str(path)
     from avasr_cli.data.card import build_card
 
@@ -265,22 +249,32 @@ def run_prepare(run: RunDir, cfg: PrepareConfig, rep: Reporter | None = None, *,
         speaker_group_unit=result.speaker_group_unit,
         disjointness=check, versions=_versions(__version__),
         audio_layout=cfg.audio_layout, audio_files=files,
-        audio_files_per_10k_clips={s: round(files[s] * 10_000 / len(data.splits[s]), 1) if data.splits[s] else 0.0
+        audio_files_per_10k_clips={s: round(files[s] * 10_000 / result.counts[s], 1) if result.counts[s] else 0.0
                                    for s in SPLITS}, **data.card))
     return result
 
 
-def _pack(data: SourceData, cfg: PrepareConfig, rep: Reporter) -> dict[str, list[dict]]:
+def _with_group(row: dict) -> dict:
+    """The unit a bootstrap resamples: a source's own group (a voice), else the speaker."""
+    if "speaker_group" in row:
+        return row
+    return dict(row, speaker_group=row["speaker"])
+
+
+def _pack(data: SourceData, cfg: PrepareConfig, rep: Reporter) -> dict[str, Iterable[dict]]:
     """Each split's audio into NeMo tarred shards next to the corpus (reused when the rows are the same)."""
-    from avasr_cli.data.shards import content_key, pack_split
+    from avasr_cli.data.shards import ShardRows, content_key, pack_split
 
     out = {}
     for split in SPLITS:
         rows = data.splits[split]
-        dest = Path(data.corpus_dir) / "shards" / f"{split}-{content_key(rows, cfg.shard_clips)}"
-        with rep.task(f"packing {split} audio into shards", total=len(rows), unit="clip") as task:
-            out[split] = pack_split(rows, dest, cfg.shard_clips)
-            task.advance(len(rows))
+        if isinstance(rows, ShardRows):  # the source wrote shards itself (the built-in corpus)
+            out[split] = rows
+            continue
+        key = content_key(rows, cfg.shard_clips)  # a streamed pass: the shards' name says what they hold
+        dest = Path(data.corpus_dir) / "shards" / f"{split}-{key}"
+        with rep.task(f"packing {split} audio into shards", unit="clip") as task:
+            out[split] = pack_split(rows, dest, cfg.shard_clips, key=key, progress=task.advance)
     return out
 
 

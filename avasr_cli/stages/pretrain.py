@@ -106,7 +106,7 @@ def _pool_rows(cfg: PretrainConfig, rep: Reporter) -> tuple[list[dict], dict]:
     corpus = generate_corpus(CorpusConfig(lang=lang, seed=cfg.seed, num_align=0, num_train=0, num_dev=0, num_test=0,
                                           num_pretrain=cfg.num_clips), rep)
     rows = [{"audio_filepath": str(corpus.dir / r["audio"]), "duration": r["duration"], "speaker": r["speaker"]}
-            for r in corpus.rows]
+            for r in corpus.iter_rows()]
     return rows, {"kind": "builtin pool", "corpus": str(corpus.dir), "clips": len(rows),
                   "hours": round(total_hours(rows), 3), "speakers": len({r["speaker"] for r in rows}),
                   "disjoint": "own speakers (train voices, own rate/pitch) and own scene types: no pool sentence "

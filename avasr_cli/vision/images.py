@@ -5,11 +5,34 @@ read or decoded is reported, never raised) and preprocessed per batch in DataLoa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from avasr_cli.data.manifest import image_field, read_manifest
 from avasr_cli.errors import InputError
 from avasr_cli.run import RunDir, sha256_file
+
+
+@dataclass(frozen=True)
+class TarMember:
+    """A picture inside an image tar (the built-in corpus in the shards layout): read by offset, never
+    unpacked to a file."""
+
+    tar: str
+    name: str
+    offset: int
+    size: int
+
+    def __str__(self) -> str:
+        return f"{self.tar}:{self.name}"
+
+    def read(self) -> bytes:
+        with open(self.tar, "rb") as fh:
+            fh.seek(self.offset)
+            data = fh.read(self.size)
+        if len(data) != self.size:
+            raise OSError(f"{self.tar} ends inside {self.name}")
+        return data
 
 
 def collect_images(run: RunDir) -> tuple[dict[str, str], list[dict], int]:
@@ -25,12 +48,26 @@ def collect_images(run: RunDir) -> tuple[dict[str, str], list[dict], int]:
     images: dict[str, str] = {}
     skipped: dict[str, dict] = {}
     hashed: dict[str, str] = {}
+    tars: dict[str, dict | str] = {}  # image tar → its members' (offset, size), or why it cannot be read
     no_image = 0
     for manifest in manifests:
         for row in read_manifest(manifest, require=()):
             key = image_field(row)
             if key is None:
                 no_image += 1
+                continue
+            if row.get("image_tar_filepath") and row.get("image_sha256"):
+                sha, tar = str(row["image_sha256"]), str(row["image_tar_filepath"])
+                if sha in images:
+                    continue
+                if tar not in tars:
+                    tars[tar] = _tar_members(tar)
+                where = tars[tar].get(str(row[key])) if isinstance(tars[tar], dict) else None
+                if where is None:
+                    reason = tars[tar] if isinstance(tars[tar], str) else f"{row[key]} is not in the tar"
+                    skipped.setdefault(f"{tar}:{row[key]}", {"path": f"{tar}:{row[key]}", "sha256": sha, "reason": reason})
+                    continue
+                images[sha] = TarMember(tar, str(row[key]), *where)
                 continue
             path = Path(str(row[key])).expanduser()
             if not path.is_absolute():
@@ -47,6 +84,15 @@ def collect_images(run: RunDir) -> tuple[dict[str, str], list[dict], int]:
     return images, list(skipped.values()), no_image
 
 
+def _tar_members(tar: str) -> dict | str:
+    from avasr_cli.data.shards import _members
+
+    try:
+        return _members(Path(tar))
+    except InputError as exc:
+        return f"cannot read the image tar: {exc.message}"
+
+
 class ImageFiles:
     """Dataset of (sha, path) decoded with PIL; a failure is returned, never raised."""
 
@@ -57,6 +103,7 @@ class ImageFiles:
         return len(self.items)
 
     def __getitem__(self, i: int):
+        import io
         import warnings
 
         from PIL import Image
@@ -65,11 +112,11 @@ class ImageFiles:
         try:
             with warnings.catch_warnings():  # over MAX_IMAGE_PIXELS Pillow only warns, then decodes it all
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(path) as im:
+                with Image.open(io.BytesIO(path.read()) if isinstance(path, TarMember) else path) as im:
                     im.load()
-                    return sha, path, im.convert("RGB"), None
+                    return sha, str(path), im.convert("RGB"), None
         except Exception as exc:  # missing, truncated, not an image, decompression bomb...
-            return sha, path, None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            return sha, str(path), None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
 class PreprocessBatch:

@@ -107,6 +107,43 @@ def test_killed_prepare_keeps_finished_chunks(tmp_path):
     assert len(rows) == 300 and all(os.path.isfile(r["audio_filepath"]) for r in rows)
 
 
+def test_killed_prepare_into_shards_resumes_at_the_last_committed_shard(tmp_path):
+    """``--audio-layout shards`` renders the built-in corpus straight into shards (no file per clip). Killed
+    after 120 of 370 clips (shards of 50: two committed), the rerun continues after the second shard, and
+    every shard it leaves holds the same bytes as an uninterrupted prepare's."""
+    import hashlib
+
+    from avasr_cli.data.manifest import read_manifest
+
+    cmd = [*BIG_PREP, "--audio-layout", "shards", "--shard-clips", "50"]
+    env = _env(tmp_path)
+    _killed(cmd, env, "kill:synthesising into shards:120", tmp_path / "killed.log")
+    assert "prepare" not in _stages(tmp_path)
+    packed = next((tmp_path / "home").glob("corpora/*/packed-50"))
+    commits = json.loads((packed / "progress.json").read_text())["commits"]
+    assert [c["end"] for c in commits] == [50, 100] and not (packed / "complete.json").exists()
+
+    again = _avasr(cmd, env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming after 100 committed clips" in " ".join(again.stderr.split())
+    _no_leftovers(tmp_path)
+    assert not list(packed.rglob("*.wav")) and not list(packed.rglob("*.png")) and not (packed / ".work").exists()
+
+    ref_env = dict(env, AVASR_HOME=str(tmp_path / "ref-home"), AVASR_RUN_DIR=str(tmp_path / "ref-run"))
+    assert _avasr(cmd, ref_env).returncode == 0
+
+    def content(run: str) -> dict:
+        out = {}
+        for split in ("align", "train", "dev", "test"):
+            rows = read_manifest(tmp_path / run / "data" / f"{split}.jsonl")
+            tars = sorted({r["tar_filepath"] for r in rows} | {r["image_tar_filepath"] for r in rows})
+            out[split] = ([{k: v for k, v in r.items() if not k.endswith("tar_filepath")} for r in rows],
+                          [(os.path.basename(t), hashlib.sha256(open(t, "rb").read()).hexdigest()) for t in tars])
+        return out
+
+    assert content("run") == content("ref-run")
+
+
 def test_killed_embed_images_redoes_the_rest(tmp_path):
     env = _env(tmp_path)
     assert _avasr(BIG_PREP, env).returncode == 0

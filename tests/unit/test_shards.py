@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,11 +63,15 @@ def test_shards_hold_the_same_audio_and_nemo_reads_them(runs):
     for split in SPLITS:
         files, shards = (read_manifest(runs[k].manifest(split)) for k in ("files", "shards"))
         assert [r["utt_id"] for r in shards] == [r["utt_id"] for r in files]
-        strip = ("audio_filepath", "shard_id", "tar_filepath", "tar_offset", "tar_size")
+        strip = ("audio_filepath", "shard_id", "tar_filepath", "tar_offset", "tar_size", "image_filepath",
+                 "image_tar_filepath")
         assert [{k: v for k, v in r.items() if k not in strip} for r in shards] == \
-               [{k: v for k, v in r.items() if k != "audio_filepath"} for r in files]
+               [{k: v for k, v in r.items() if k not in strip} for r in files]
         for f, s in zip(files, shards):
             np.testing.assert_array_equal(read_clip(s), sf.read(f["audio_filepath"], dtype="float32")[0])
+            # the corpus was rendered straight into shards: the picture is a member of an image tar, same bytes
+            with tarfile.open(s["image_tar_filepath"]) as tar:
+                assert tar.extractfile(s["image_filepath"]).read() == Path(f["image_filepath"]).read_bytes()
         # NeMo's own reader of its tarred layout yields every clip of the split, with the same samples
         directory = {r["tar_filepath"].rsplit("/", 1)[0] for r in shards}.pop()
         n = len(json.loads(open(f"{directory}/index.json").read())["shards"])
@@ -81,6 +87,13 @@ def test_shards_hold_the_same_audio_and_nemo_reads_them(runs):
     # 30 align clips in shards of 5: 6 tars + 6 manifests + 1 index, against 30 files
     assert card["shards"]["audio_files"]["align"] == 13 and card["files"]["audio_files"]["align"] == 30
     assert card["shards"]["audio_files_per_10k_clips"]["align"] < card["files"]["audio_files_per_10k_clips"]["align"]
+    # and no file per clip anywhere in the shards corpus: no audio/ or images/ folder of single files
+    packed = Path(card["shards"]["corpus"]["dir"])
+    assert packed.name == "packed-5" and card["shards"]["voices"] == card["files"]["voices"]
+    singles = [p for p in packed.rglob("*") if p.is_file() and p.suffix in (".wav", ".png", ".flac")]
+    assert singles == []
+    n_clips = sum(SIZES.values())
+    assert sum(1 for p in packed.rglob("*") if p.is_file()) <= 2 * (n_clips // 5 + 4) * 2 + 4 + 3
 
 
 def test_align_on_shards_trains_exactly_as_on_files(runs):

@@ -21,11 +21,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
+import itertools
 import json
 import os
+import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from avasr_cli.data.audio_io import write_file
 from avasr_cli.data.builtin.lexicon import ALIASES, LANGUAGES, Language, word_classes
@@ -45,10 +49,25 @@ def corpus_key(cfg: CorpusConfig, espeak: str) -> str:
 
 @dataclass
 class Corpus:
+    """A finished corpus: ``dir`` holds it, ``info`` is its complete.json. Its rows (paths relative to
+    ``dir``) are read from corpus.jsonl one at a time by :meth:`iter_rows`: nothing holds them all."""
+
     dir: Path
-    rows: list[dict]  # paths relative to dir
     info: dict  # complete.json
     reused: bool
+
+    def iter_rows(self, split: str | None = None) -> Iterator[dict]:
+        with open(self.dir / "corpus.jsonl", encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    row = json.loads(line)
+                    if split is None or row["split"] == split:
+                        yield row
+
+    @property
+    def rows(self) -> list[dict]:
+        """Every row in a list: for small corpora and tests (a prepare streams :meth:`iter_rows`)."""
+        return list(self.iter_rows())
 
 
 # ------------------------------------------------------------------------------------------------ render
@@ -74,7 +93,36 @@ def render_chunk(root: Path, items: list[dict]) -> list[dict]:
     return rows
 
 
-def _run_chunk_process(root: Path, items: list[dict]) -> list[dict]:
+def render_chunk_tar(tar_path: Path, items: list[dict]) -> list[dict]:
+    """Render ``items`` into one tar (``<utt_id>.wav`` each, ``<sha256>.png`` per distinct picture) and
+    return their corpus rows (``audio`` and ``image`` name the members). Runs in the chunk worker (the shards layout, :mod:`.packed`)."""
+    rows, pictures = [], set()
+    tmp = tar_path.with_name(f".{tar_path.name}.tmp")
+    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for item in items:
+            png = render_scene(item["scene"], item["seed"])
+            sha = hashlib.sha256(png).hexdigest()
+            if sha not in pictures:
+                pictures.add(sha)
+                _add(tar, f"{sha}.png", png)
+            audio = render_audio(item)
+            _add(tar, f"{item['utt_id']}.wav", wav_bytes(audio))
+            spk = item["speaker"]
+            rows.append(dict(utt_id=item["utt_id"], split=item["split"], audio=f"{item['utt_id']}.wav",
+                             duration=round(audio.size / 16000, 4), text=item["text"], image=f"{sha}.png",
+                             image_sha256=sha, speaker=spk["id"], gender=spk["gender"], voice=spk["voice"],
+                             group=spk["group"], extra=item["extra"]["kind"]))
+    os.replace(tmp, tar_path)
+    return rows
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime = len(data), 0
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _run_chunk_process(root: Path, items: list[dict], tar: Path | None = None) -> list[dict]:
     """Render one chunk in a fresh interpreter (``python -m avasr_cli.data.builtin``): fresh espeak-ng state,
     and unlike multiprocessing it never re-imports the caller's ``__main__``."""
     import subprocess
@@ -86,7 +134,8 @@ def _run_chunk_process(root: Path, items: list[dict]) -> list[dict]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(avasr_cli.__file__).parent.parent),
                                                     env.get("PYTHONPATH")) if p)
     proc = subprocess.run([sys.executable, "-m", "avasr_cli.data.builtin"], input=json.dumps(
-        {"root": str(root), "items": items}, ensure_ascii=False), capture_output=True, text=True, env=env)
+        {"root": str(root), "items": items, "tar": str(tar) if tar else None}, ensure_ascii=False),
+        capture_output=True, text=True, env=env)
     try:
         reply = json.loads(proc.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
@@ -106,7 +155,10 @@ def worker_main() -> None:
 
     task = json.loads(sys.stdin.read())
     try:
-        rows = render_chunk(Path(task["root"]), task["items"])
+        if task.get("tar"):  # the shards layout: the chunk into one tar (avasr_cli.data.builtin.packed)
+            rows = render_chunk_tar(Path(task["tar"]), task["items"])
+        else:
+            rows = render_chunk(Path(task["root"]), task["items"])
     except AvasrError as exc:
         print(json.dumps({"error": {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}}))
         sys.exit(3)
@@ -121,22 +173,36 @@ def corpus_dir(cfg: CorpusConfig) -> Path:
 
 
 def load_corpus(root: Path) -> Corpus | None:
-    """The finished corpus at ``root``, or None when it is absent or unfinished."""
+    """The finished corpus at ``root``, or None when it is absent or unfinished (streamed: the rows are
+    counted and their files checked one at a time)."""
     try:
         info = json.loads((root / "complete.json").read_text(encoding="utf-8"))
-        lines = (root / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
-        rows = [json.loads(line) for line in lines if line.strip()]
+        corpus = Corpus(root, info, reused=True)
+        n = 0
+        for row in corpus.iter_rows():
+            if not _files_present(root, row):
+                return None  # files deleted from the cache: generate_corpus redoes the chunks that lost some
+            n += 1
     except (OSError, json.JSONDecodeError):
         return None
-    if len(rows) != info.get("utterances") or not _files_present(root, rows):
-        return None  # files deleted from the cache: generate_corpus redoes the chunks that lost some
-    return Corpus(root, rows, info, reused=True)
+    return corpus if n == info.get("utterances") else None
+
+
+def _chunks(cfg: CorpusConfig) -> Iterator[list[dict]]:
+    """The plan in chunks of :data:`CHUNK` utterances, drawn lazily (one chunk in memory at a time)."""
+    plan_iter = iter_plan(cfg)
+    while chunk := list(itertools.islice(plan_iter, CHUNK)):
+        yield chunk
 
 
 def generate_corpus(cfg: CorpusConfig, rep: Reporter | None = None, workers: int | None = None) -> Corpus:
-    """Return the cached corpus for ``cfg``, generating (or finishing) it first when needed."""
+    """Return the cached corpus for ``cfg``, generating (or finishing) it first when needed.
+
+    Memory stays flat with the corpus size: the plan is drawn one chunk at a time, at most two chunks per
+    worker are in flight, a finished chunk's rows go to ``chunks/<i>.jsonl`` and are not kept, and
+    corpus.jsonl is those files concatenated."""
     import fcntl
-    from concurrent.futures import ThreadPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     from avasr_cli.data import tts
 
@@ -152,44 +218,61 @@ def generate_corpus(cfg: CorpusConfig, rep: Reporter | None = None, workers: int
         start = time.time()
         for stray in [*root.glob("audio/.*.tmp"), *root.glob("images/.*.tmp")]:  # left by a killed worker
             stray.unlink(missing_ok=True)
-        items = plan(cfg)
-        chunks = [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
-        done = {i: _read_chunk(root, i) for i in range(len(chunks))}
-        todo = [i for i in range(len(chunks)) if done[i] is None]
-        _check_space(root, sum(len(chunks[i]) for i in todo) * 100_000)  # ~70 kB of WAV + ~10 kB of PNG each
-        workers = max(1, min(workers or min(2, os.cpu_count() or 1), len(todo)))
-        resumed = f", resuming after {len(chunks) - len(todo)} finished chunks" if len(todo) < len(chunks) else ""
+        total = sum(cfg.sizes().values())
+        n_chunks = -(-total // CHUNK)
+        done = [_chunk_done(root, i) for i in range(n_chunks)]
+        todo = done.count(False)
+        sizes = [min(CHUNK, total - i * CHUNK) for i in range(n_chunks)]
+        _check_space(root, sum(n for n, d in zip(sizes, done) if not d) * 100_000)  # ~70 kB of WAV + ~10 kB of PNG each
+        workers = max(1, min(workers or min(2, os.cpu_count() or 1), todo or 1))
+        resumed = f", resuming after {n_chunks - todo} finished chunks" if todo < n_chunks else ""
         rep.log(f"generating the built-in {cfg.lang} corpus in {root} "
-                f"({len(items)} utterances, {workers} worker(s){resumed})")
-        with rep.task("synthesising", total=len(items)) as task, ThreadPoolExecutor(workers) as pool:
-            task.advance(sum(len(c) for i, c in enumerate(chunks) if done[i] is not None))
-            futures = {pool.submit(_run_chunk_process, root, chunks[i]): i for i in todo}
+                f"({total} utterances, {workers} worker(s){resumed})")
+        with rep.task("synthesising", total=total) as task, ThreadPoolExecutor(workers) as pool:
+            task.advance(sum(n for n, d in zip(sizes, done) if d))
+            pending: dict = {}
             try:
-                for future in as_completed(futures):
-                    index, rows = futures[future], future.result()
-                    write_jsonl_atomic(root / "chunks" / f"{index:04d}.jsonl", rows)
-                    done[index] = rows
-                    task.advance(len(rows))
+                for index, items in enumerate(_chunks(cfg)):
+                    if done[index]:
+                        continue
+                    while len(pending) >= 2 * workers:  # bounded: a chunk's plan and rows, 2 per worker
+                        _collect(wait(pending, return_when=FIRST_COMPLETED).done, pending, root, task)
+                    pending[pool.submit(_run_chunk_process, root, items)] = index
+                while pending:
+                    _collect(wait(pending, return_when=FIRST_COMPLETED).done, pending, root, task)
             finally:
-                for future in futures:
+                for future in pending:
                     future.cancel()
-        rows = [row for i in range(len(chunks)) for row in done[i]]
-        write_jsonl_atomic(root / "corpus.jsonl", rows)
+        utterances = write_jsonl_atomic(root / "corpus.jsonl", _chunk_rows(root, n_chunks))
         info = dict(config=dataclasses.asdict(cfg), key=root.name, espeak_version=tts.espeak_version(),
-                    utterances=len(rows), images=len({r["image_sha256"] for r in rows}),
+                    utterances=utterances, images=sum(1 for p in os.scandir(root / "images") if p.name.endswith(".png")),
                     seconds=round(time.time() - start, 2), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         write_json_atomic(root / "complete.json", info)
-    return Corpus(root, rows, info, reused=False)
+    return Corpus(root, info, reused=False)
 
 
-def _read_chunk(root: Path, index: int) -> list[dict] | None:
-    """The rows of a finished chunk whose files are all present, else None (the chunk is redone)."""
+def _collect(finished, pending: dict, root: Path, task) -> None:
+    for future in finished:
+        index = pending.pop(future)
+        rows = future.result()
+        write_jsonl_atomic(root / "chunks" / f"{index:04d}.jsonl", rows)
+        task.advance(len(rows))
+
+
+def _chunk_rows(root: Path, n_chunks: int) -> Iterator[dict]:
+    for index in range(n_chunks):
+        with open(root / "chunks" / f"{index:04d}.jsonl", encoding="utf-8") as fh:
+            yield from (json.loads(line) for line in fh if line.strip())
+
+
+def _chunk_done(root: Path, index: int) -> bool:
+    """Whether chunk ``index`` finished with all its files present (else it is redone)."""
     try:
-        text = (root / "chunks" / f"{index:04d}.jsonl").read_text(encoding="utf-8")
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        with open(root / "chunks" / f"{index:04d}.jsonl", encoding="utf-8") as fh:
+            rows = [json.loads(line) for line in fh if line.strip()]
     except (OSError, json.JSONDecodeError):
-        return None
-    return rows if rows and _files_present(root, rows) else None
+        return False
+    return bool(rows) and all(_files_present(root, r) for r in rows)
 
 
 def _check_space(root: Path, nbytes: int) -> None:
@@ -203,8 +286,8 @@ def _check_space(root: Path, nbytes: int) -> None:
                             "free some space, point AVASR_HOME at a larger disk, or lower --num-align")
 
 
-def _files_present(root: Path, rows: list[dict]) -> bool:
-    return all((root / r["audio"]).is_file() and (root / r["image"]).is_file() for r in rows)
+def _files_present(root: Path, row: dict) -> bool:
+    return (root / row["audio"]).is_file() and (root / row["image"]).is_file()
 
 
 
