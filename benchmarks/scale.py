@@ -175,6 +175,11 @@ def main() -> None:
     worst = max(r["files_per_1k"] for r in results)
     lines += ["", f"Files under $AVASR_HOME and the run directory: at most {worst} per 1 k clips "
                   f"(target: at most 10){'' if worst <= 10 else ' — over the target'}."]
+    if hi["clips"] > lo["clips"]:  # what grows with the corpus, and what every run has whatever its size
+        slope = (hi["files"] - lo["files"]) / (hi["clips"] - lo["clips"])
+        lines.append(f"Per 1 k more clips: {1000 * slope:.1f} files (the line through the two sizes); "
+                     f"independent of the size: {lo['files'] - slope * lo['clips']:.0f} files (models, "
+                     "checkpoints, logs, manifests, indexes).")
     print()
     print("\n".join(lines))
     if a.json:
