@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
                             train=train, dev=dev, test=test, align=align, audio_layout=audio_layout,
                             shard_clips=shard_clips).validate()
         _keep_no_empty_run_dir(run_dir, lambda: run_stage(
-            "prepare", run_dir, cfg, functools.partial(run_prepare, token=token), force=force, as_json=as_json,
+            "prepare", run_dir, cfg, functools.partial(run_prepare, token=token, verify=force), force=force, as_json=as_json,
             summary=_summary))
 
 

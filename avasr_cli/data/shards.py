@@ -190,7 +190,9 @@ def _repack(dest: Path, sid: int, chunk: list[dict]) -> dict:
     return shard
 
 
-def _shard_problem(directory: Path, shard: dict) -> str | None:
+def _shard_problem(directory: Path, shard: dict, full: bool = False) -> str | None:
+    """Why a shard is damaged, or None: missing, another size, its manifest's checksum, unreadable tar
+    headers, and with ``full`` the tar's own checksum (a read of the whole tar)."""
     tar, manifest = directory / shard["tar"], directory / shard["manifest"]
     if not tar.is_file() or not manifest.is_file():
         return "missing"
@@ -198,6 +200,8 @@ def _shard_problem(directory: Path, shard: dict) -> str | None:
         return "size"
     if sha256_file(manifest) != shard.get("manifest_sha256"):
         return "manifest"
+    if full and sha256_file(tar) != shard.get("sha256"):
+        return "checksum"
     try:
         _members(tar)
     except InputError:
@@ -226,10 +230,6 @@ def iter_rows(directory: Path) -> Iterator[dict]:
         except (OSError, ValueError) as exc:
             raise InputError(f"cannot read the shard manifest {path} ({type(exc).__name__})",
                              "rerun `avasr prepare --force`: it packs just the damaged shards again") from None
-
-
-def read_rows(directory: Path) -> list[dict]:
-    return list(iter_rows(directory))
 
 
 def shard_dirs(rows: Iterable[dict]) -> list[Path]:

@@ -139,7 +139,7 @@ class PrepareResult:
     seconds: float = 0.0
 
 
-def vaani_source(cfg: PrepareConfig, rep: Reporter, token: str | None = None) -> SourceData:
+def vaani_source(cfg: PrepareConfig, rep: Reporter, token: str | None = None, verify: bool = False) -> SourceData:
     from avasr_cli.data.vaani import prepare_vaani
 
     corpus = prepare_vaani(cfg, rep, token=token)
@@ -152,17 +152,17 @@ def vaani_source(cfg: PrepareConfig, rep: Reporter, token: str | None = None) ->
     return SourceData(corpus.splits, corpus.dir, corpus.reused, dict(corpus=corpus.card))
 
 
-def manifest_source(cfg: PrepareConfig, rep: Reporter, token: str | None = None) -> SourceData:
+def manifest_source(cfg: PrepareConfig, rep: Reporter, token: str | None = None, verify: bool = False) -> SourceData:
     from avasr_cli.data.byo import prepare_manifests
 
     corpus = prepare_manifests(cfg, rep)
     return SourceData(corpus.splits, corpus.dir, corpus.reused, dict(corpus=corpus.card))
 
 
-def builtin_source(cfg: PrepareConfig, rep: Reporter, token: str | None = None) -> SourceData:
+def builtin_source(cfg: PrepareConfig, rep: Reporter, token: str | None = None, verify: bool = False) -> SourceData:
     from avasr_cli.data.builtin.source import builtin_source as source
 
-    return source(cfg, rep)
+    return source(cfg, rep, verify=verify)
 
 
 SOURCES: dict[str, Callable[..., SourceData]] = {"builtin": builtin_source, "vaani": vaani_source,
@@ -206,16 +206,17 @@ def _id_hash(utt_id) -> int:
     return int.from_bytes(hashlib.blake2b(str(utt_id).encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def run_prepare(run: RunDir, cfg: PrepareConfig, rep: Reporter | None = None, *, token: str | None = None
-                ) -> PrepareResult:
+def run_prepare(run: RunDir, cfg: PrepareConfig, rep: Reporter | None = None, *, token: str | None = None,
+                verify: bool = False) -> PrepareResult:
     """Build the manifests. ``token`` (Hugging Face, vaani only) is passed to ``datasets`` and nowhere else;
-    without it ``datasets`` falls back to HF_TOKEN or the stored ``hf auth login`` token."""
+    without it ``datasets`` falls back to HF_TOKEN or the stored ``hf auth login`` token. ``verify``
+    (``prepare --force``): the built-in corpus's shards are checked against their checksums before reuse."""
     from avasr_cli import __version__
 
     rep = rep or Reporter()
     start = time.time()
     cfg.validate()
-    data = SOURCES[cfg.source](cfg, rep, token=token)
+    data = SOURCES[cfg.source](cfg, rep, token=token, verify=verify)
     check = check_disjoint(data.splits)
     if not check["passed"]:
         raise InputError(f"the {cfg.source} source broke the split rules: {check}",

@@ -89,8 +89,9 @@ def _tar_members(tar: str) -> dict | str:
 
     try:
         return _members(Path(tar))
-    except InputError as exc:
-        return f"cannot read the image tar: {exc.message}"
+    except InputError as exc:  # its text names an audio shard; say what this one is
+        why = exc.message.rsplit(" (", 1)[-1].rstrip(")") if " (" in exc.message else exc.message
+        return f"image tar {tar} cannot be read ({why}); rerun `avasr prepare --force` to render it again"
 
 
 class ImageFiles:

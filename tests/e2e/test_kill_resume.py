@@ -107,10 +107,12 @@ def test_killed_prepare_keeps_finished_chunks(tmp_path):
     assert len(rows) == 300 and all(os.path.isfile(r["audio_filepath"]) for r in rows)
 
 
-def test_killed_prepare_into_shards_resumes_at_the_last_committed_shard(tmp_path):
+@pytest.mark.parametrize("lost", [False, True])
+def test_killed_prepare_into_shards_resumes_at_the_last_committed_shard(tmp_path, lost):
     """``--audio-layout shards`` renders the built-in corpus straight into shards (no file per clip). Killed
-    after 120 of 370 clips (shards of 50: two committed), the rerun continues after the second shard, and
-    every shard it leaves holds the same bytes as an uninterrupted prepare's."""
+    after 120 of 370 clips (shards of 50: two committed), the rerun continues after the second shard (or,
+    when that shard's tar was lost meanwhile, after the first), and every shard it leaves holds the same
+    bytes as an uninterrupted prepare's."""
     import hashlib
 
     from avasr_cli.data.manifest import read_manifest
@@ -122,12 +124,14 @@ def test_killed_prepare_into_shards_resumes_at_the_last_committed_shard(tmp_path
     packed = next((tmp_path / "home").glob("corpora/*/packed-50"))
     commits = json.loads((packed / "progress.json").read_text())["commits"]
     assert [c["end"] for c in commits] == [50, 100] and not (packed / "complete.json").exists()
+    if lost:
+        (packed / "align" / "audio_1.tar").unlink()
 
     again = _avasr(cmd, env)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "resuming after 100 committed clips" in " ".join(again.stderr.split())
+    assert f"resuming after {50 if lost else 100} committed clips" in " ".join(again.stderr.split())
     _no_leftovers(tmp_path)
-    assert not list(packed.rglob("*.wav")) and not list(packed.rglob("*.png")) and not (packed / ".work").exists()
+    assert not list(packed.rglob("*.wav")) and not list(packed.rglob("*.png")) and not list(packed.glob(".work*"))
 
     ref_env = dict(env, AVASR_HOME=str(tmp_path / "ref-home"), AVASR_RUN_DIR=str(tmp_path / "ref-run"))
     assert _avasr(cmd, ref_env).returncode == 0

@@ -200,3 +200,53 @@ def test_two_process_finetune_streams_disjoint_shards_that_cover_the_split(runs,
     assert not seen["rank0"] & seen["rank1"] and seen["rank0"] | seen["rank1"] == set(length)
     budget = json.loads((run.root / "finetune" / "budget.json").read_text())
     assert budget["world_size"] == 2 and budget["effective_batch"] == 4
+
+
+def _packed(run) -> Path:
+    return Path(json.loads((run.data / "data_card.json").read_text())["corpus"]["dir"])
+
+
+def test_prepare_force_checks_checksums_and_renders_a_same_size_corruption_again(runs):
+    """A flipped byte keeps a tar's size and headers: a plain rerun reuses the corpus, `prepare --force`
+    (verify) reads every checksum and renders just that shard again, to its first bytes."""
+    run = runs["shards"]
+    tar = sorted({r["tar_filepath"] for r in read_manifest(run.manifest("align"))})[1]
+    good = open(tar, "rb").read()
+    with open(tar, "r+b") as fh:
+        fh.seek(len(good) - 2000)
+        fh.write(bytes([good[len(good) - 2000] ^ 0xFF]))
+    cfg = PrepareConfig(**SIZES, audio_layout="shards", shard_clips=5)
+    run_prepare(run, cfg, None, verify=True)
+    assert open(tar, "rb").read() == good
+
+
+def test_a_lost_index_or_record_of_commits_is_rebuilt_not_a_dead_end(runs):
+    run = runs["shards"]
+    packed = _packed(run)
+    cfg = PrepareConfig(**SIZES, audio_layout="shards", shard_clips=5)
+    index = packed / "align" / "index.json"
+    good = index.read_bytes()
+    index.write_text("garbage")
+    run_prepare(run, cfg, None)  # the indexes are written again from progress.json
+    assert index.read_bytes() == good
+    tars = {p: p.read_bytes() for p in packed.rglob("*.tar")}
+    (packed / "progress.json").unlink()  # nothing left to check the shards against: render them all again
+    run_prepare(run, cfg, None)
+    assert json.loads((packed / "progress.json").read_text())["commits"]
+    assert {p: p.read_bytes() for p in packed.rglob("*.tar")} == tars and index.read_bytes() == good
+    check_audio_files(run.manifest("align"), read_manifest(run.manifest("align")))
+
+
+def test_a_missing_image_tar_is_named_as_one(runs):
+    from avasr_cli.vision.images import collect_images
+
+    run = runs["shards"]
+    image_tar = read_manifest(run.manifest("align"))[0]["image_tar_filepath"]
+    moved = image_tar + ".away"
+    os.rename(image_tar, moved)
+    try:
+        images, skipped, _ = collect_images(run)
+    finally:
+        os.rename(moved, image_tar)
+    assert skipped and all(s["reason"].startswith(f"image tar {image_tar} cannot be read") for s in skipped)
+    assert "audio shard" not in skipped[0]["reason"] and "prepare --force" in skipped[0]["reason"]

@@ -97,7 +97,7 @@ def render_chunk_tar(tar_path: Path, items: list[dict]) -> list[dict]:
     """Render ``items`` into one tar (``<utt_id>.wav`` each, ``<sha256>.png`` per distinct picture) and
     return their corpus rows (``audio`` and ``image`` name the members). Runs in the chunk worker (the shards layout, :mod:`.packed`)."""
     rows, pictures = [], set()
-    tmp = tar_path.with_name(f".{tar_path.name}.tmp")
+    tmp = tar_path.with_name(f".{tar_path.name}.{os.getpid()}.tmp")
     with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
         for item in items:
             png = render_scene(item["scene"], item["seed"])

@@ -59,33 +59,38 @@ def load_packed(root: Path) -> PackedCorpus | None:
         info = json.loads((root / COMPLETE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not all((root / s / "index.json").is_file() for s in SPLITS) or not (root / IMAGES / "index.json").is_file():
-        return None
     return PackedCorpus(root, info, reused=True)
 
 
 def generate_packed(cfg: CorpusConfig, clips_per_shard: int, rep: Reporter | None = None,
-                    workers: int | None = None) -> PackedCorpus:
-    """Return the packed corpus for ``cfg``, generating (or resuming) it first when needed."""
+                    workers: int | None = None, verify: bool = False) -> PackedCorpus:
+    """Return the packed corpus for ``cfg``, generating (or resuming) it first when needed. A finished one
+    is checked first (``verify``, as ``prepare --force`` asks: every tar's checksum too) and its damaged
+    shards rendered again; one whose record of commits is lost is rendered again whole."""
     import fcntl
 
     rep = rep or Reporter()
     root = packed_dir(cfg, clips_per_shard)
-    if (found := load_packed(root)) is not None and not _Packer(cfg, clips_per_shard, root, rep, workers).damaged():
-        return found
+    if not verify and (found := load_packed(root)) is not None:
+        packer = _Packer(cfg, clips_per_shard, root, rep, workers)
+        if packer.finished() and not packer.damaged() and packer.indexes_ok():
+            return found
     root.mkdir(parents=True, exist_ok=True)
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process packing the same corpus: wait for it
         packer = _Packer(cfg, clips_per_shard, root, rep, workers)
-        if (found := load_packed(root)) is not None:
-            if damaged := packer.damaged():  # the shards are read-only data: rebuild just the damaged ones
+        if (found := load_packed(root)) is not None and packer.finished():
+            if damaged := packer.damaged(full=verify):  # read-only data: render just the damaged ones again
                 packer.repair(damaged)
+            elif not packer.indexes_ok():
+                packer.write_indexes()
             return found
         info = packer.run()
     return PackedCorpus(root, info, reused=False)
 
 
 class _Packer:
+    IMAGES = IMAGES
     def __init__(self, cfg: CorpusConfig, clips_per_shard: int, root: Path, rep: Reporter, workers: int | None):
         from avasr_cli.data.builtin import CHUNK
 
@@ -93,12 +98,14 @@ class _Packer:
         self.chunk = CHUNK
         self.total = sum(cfg.sizes().values())
         self.workers = max(1, workers or min(2, os.cpu_count() or 1))
-        self.work = root / ".work"
+        self.work = root / f".work-{os.getpid()}-{time.time_ns()}"  # its own: a killed run's workers may live on
         # commits, in plan order: {"split", "start", "end" (plan positions), "audio": shard record,
         # "images": record of the image tar closed with it, or None}
         self.commits: list[dict] = self._read_state()["commits"]
         self.position = self.commits[-1]["end"] if self.commits else 0  # plan rows [0, position) are committed
-        self.seen: dict[int, int] = {}  # 8 bytes of a picture's sha256 → the image tar holding it
+        # 8 bytes of a picture's sha256 → the image tar holding it (about 100 bytes a distinct picture as a
+        # dict; two pictures sharing 64 bits of sha256, odds ~n²/2⁶⁵, would leave the second one unwritten)
+        self.seen: dict[int, int] = {}
         self.audio = None  # (split, ShardFile) being written
         self.images = None
         self.voices: dict[str, set] = {s: set() for s in SPLITS}  # over the whole plan (a resumed run redraws it)
@@ -139,7 +146,8 @@ class _Packer:
 
     def _tidy(self) -> None:
         """Remove what a killed run wrote past the last commit (uncommitted tars and manifests, chunk tars)."""
-        shutil.rmtree(self.work, ignore_errors=True)
+        for stale in self.root.glob(".work*"):
+            shutil.rmtree(stale, ignore_errors=True)
         keep = {(s, n) for s, shards in self.shards.items() for sh in shards for n in (sh["tar"], sh["manifest"])}
         keep |= {(IMAGES, n) for sh in self.image_shards for n in (sh["tar"], sh["manifest"])}
         for sub in (*SPLITS, IMAGES):
@@ -171,67 +179,37 @@ class _Packer:
         self.audio = (split, ShardFile(self.root / split, self.root / split, sid))
         self.images = ShardFile(self.root / IMAGES, self.root / IMAGES, image_sid, prefix="images", name_field="image_filepath")
 
-    def damaged(self) -> list[int]:
-        """The commits whose audio shard or image tar is missing, of another size or checksum than recorded,
-        or unreadable (a finished corpus is checked so before each reuse)."""
+    def finished(self) -> bool:
+        return bool(self.commits) and self.commits[-1]["end"] == self.total
+
+    def damaged(self, full: bool = False) -> list[int]:
+        """The commits whose audio shard or image tar is missing, of another size than recorded, whose
+        manifest's checksum differs or whose tar headers do not parse; with ``full`` also those whose tar's
+        checksum differs (checked before each reuse, and before a resume)."""
         from avasr_cli.data.shards import _shard_problem
 
         return [k for k, c in enumerate(self.commits)
-                if _shard_problem(self.root / c["split"], c["audio"])
-                or (c["images"] and _shard_problem(self.root / IMAGES, c["images"]))]
+                if _shard_problem(self.root / c["split"], c["audio"], full)
+                or (c["images"] and _shard_problem(self.root / IMAGES, c["images"], full))]
+
+    def indexes_ok(self) -> bool:
+        try:
+            return all(json.loads((self.root / sub / "index.json").read_text(encoding="utf-8")) == index
+                       for sub, index in self._indexes().items())
+        except (OSError, ValueError):
+            return False
+
+    def _indexes(self) -> dict[str, dict]:
+        return {**{s: _index(self.shards[s], self.size) for s in SPLITS}, IMAGES: _index(self.image_shards, self.size)}
+
+    def write_indexes(self) -> None:
+        for sub, index in self._indexes().items():
+            write_json_atomic(self.root / sub / "index.json", index)
 
     def repair(self, damaged: list[int]) -> None:
-        """Render again just the plan rows of each damaged commit and rewrite its two tars in place: the
-        same bytes as before (deterministic rendering, members in plan order, mtime 0)."""
-        from concurrent.futures import ThreadPoolExecutor
+        from avasr_cli.data.builtin.packed_repair import repair
 
-        from avasr_cli.data.builtin import _run_chunk_process
-
-        self.rep.log(f"repairing {len(damaged)} damaged shard(s) of {self.root}")
-        self.work.mkdir(exist_ok=True)
-        for k in damaged:
-            c = self.commits[k]
-            image_sid = c["images"]["shard_id"] if c["images"] else len(self.commits) + 10**6
-            self._load_seen(before=k)  # the pictures first shown earlier (damaged ones were repaired first)
-            where = self.work / f"repair-{k}"
-            shutil.rmtree(where, ignore_errors=True)
-            (where / c["split"]).mkdir(parents=True)
-            (where / IMAGES).mkdir()
-            from avasr_cli.data.shards import ShardFile
-
-            self.audio = (c["split"], ShardFile(where / c["split"], self.root / c["split"], c["audio"]["shard_id"]))
-            self.images = ShardFile(where / IMAGES, self.root / IMAGES, image_sid, prefix="images", name_field="image_filepath")
-            first, last = c["start"] // self.chunk, (c["end"] - 1) // self.chunk
-            plan = iter_plan(self.cfg)
-            with self.rep.task(f"repairing shard {k}", total=c["end"] - c["start"]) as task, \
-                    ThreadPoolExecutor(self.workers) as pool:
-                futures = []
-                for index in range(last + 1):
-                    items = list(itertools.islice(plan, self.chunk))
-                    if index >= first:
-                        tar = where / f"chunk-{index:06d}.tar"
-                        futures.append((index, tar, pool.submit(_run_chunk_process, self.root, items, tar)))
-                for index, tar, future in futures:
-                    self._consume(index, tar, future, task, window=(c["start"], c["end"]))
-            audio = self.audio[1].close()
-            if len(self.images):
-                images = self.images.close()
-            else:
-                self.images.abandon()
-                images = None
-            self.audio = self.images = None
-            for record, sub in ((audio, c["split"]), (images, IMAGES)):
-                if record is None:
-                    continue
-                for name in (record["tar"], record["manifest"]):
-                    os.replace(where / sub / name, self.root / sub / name)
-            c["audio"], c["images"] = audio, images if c["images"] else None
-            shutil.rmtree(where, ignore_errors=True)
-            self._write_state()
-        shutil.rmtree(self.work, ignore_errors=True)
-        for split in SPLITS:
-            _write_index(self.root / split, self.shards[split], self.size)
-        _write_index(self.root / IMAGES, self.image_shards, self.size)
+        repair(self, damaged)
 
     # ---------------------------------------------------------------- the pass
     def run(self) -> dict:
@@ -241,6 +219,10 @@ class _Packer:
         from avasr_cli.data.builtin import _check_space, _run_chunk_process
 
         start = time.time()
+        if damaged := self.damaged():  # a commit lost or changed since: resume before the first such one
+            self.commits = self.commits[:damaged[0]]
+            self.position = self.commits[-1]["end"] if self.commits else 0
+            self._write_state()
         self._tidy()
         self._load_seen()
         first = self.position // self.chunk
@@ -275,9 +257,7 @@ class _Packer:
             self._commit()
         if self.position != self.total:
             raise RuntimeError(f"packed {self.position} of {self.total} utterances into {self.root}")
-        for split in SPLITS:
-            _write_index(self.root / split, self.shards[split], self.size)
-        _write_index(self.root / IMAGES, self.image_shards, self.size)
+        self.write_indexes()
         shutil.rmtree(self.work, ignore_errors=True)
         info = dict(config=dataclasses.asdict(self.cfg), key=self.root.parent.name, layout="shards",
                     clips_per_shard=self.size, espeak_version=tts.espeak_version(), utterances=self.total,
@@ -340,10 +320,10 @@ def _manifest_row(lang: str, r: dict, images: Path, image_shard: int) -> dict:
     return row
 
 
-def _write_index(directory: Path, shards: list[dict], size: int) -> None:
+def _index(shards: list[dict], size: int) -> dict:
+    """A directory's index.json (avasr_cli.data.shards format), from the commits' records."""
     from avasr_cli.data.shards import LAYOUT_VERSION
 
     key = hashlib.sha256(json.dumps([s["sha256"] for s in shards]).encode()).hexdigest()[:16]
-    write_json_atomic(directory / "index.json", {"format": LAYOUT_VERSION, "key": key,
-                                                 "clips": sum(s["clips"] for s in shards),
-                                                 "clips_per_shard": size, "shards": shards})
+    return {"format": LAYOUT_VERSION, "key": key, "clips": sum(s["clips"] for s in shards), "clips_per_shard": size,
+            "shards": shards}

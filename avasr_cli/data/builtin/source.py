@@ -10,14 +10,14 @@ from avasr_cli.errors import InputError
 from avasr_cli.progress import Reporter
 
 
-def builtin_source(cfg, rep: Reporter):
+def builtin_source(cfg, rep: Reporter, verify: bool = False):
     """The rows of ``avasr prepare --source builtin`` (``cfg``: its PrepareConfig)."""
     from avasr_cli.data.builtin import CorpusConfig, generate_corpus, held_out_sentence
 
     corpus_cfg = CorpusConfig(lang=cfg.lang, seed=cfg.seed, num_align=cfg.num_align, num_train=cfg.num_train,
                               num_dev=cfg.num_dev, num_test=cfg.num_test)
     if cfg.audio_layout == "shards":
-        return _builtin_packed(cfg, corpus_cfg, rep)
+        return _builtin_packed(cfg, corpus_cfg, rep, verify)
     corpus = generate_corpus(corpus_cfg, rep)
     wrong_side = 0  # a sentence said on the other side of the dev/test sentence rule (a generator bug)
     voices: dict[str, set] = {s: set() for s in SPLITS}
@@ -54,12 +54,12 @@ def _builtin_card(cfg, root: Path, info: dict, voices: dict) -> dict:
                 word_classes=word_classes(LANGUAGES[cfg.lang]))
 
 
-def _builtin_packed(cfg, corpus_cfg, rep: Reporter):
+def _builtin_packed(cfg, corpus_cfg, rep: Reporter, verify: bool = False):
     """The built-in corpus rendered straight into shards (avasr_cli.data.builtin.packed): no file per clip."""
     from avasr_cli.data.builtin.packed import generate_packed
     from avasr_cli.data.shards import ShardRows
 
-    corpus = generate_packed(corpus_cfg, cfg.shard_clips, rep)
+    corpus = generate_packed(corpus_cfg, cfg.shard_clips, rep, verify=verify)
     info = dict(corpus.info)
     voices, wrong_side = info.pop("voices"), info.pop("sentence_rule_breaks")
     if wrong_side:
