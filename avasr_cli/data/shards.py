@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import itertools
 import json
 import os
 import shutil
@@ -31,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from avasr_cli.data.tars import add_member, chunked, members, read_at
 from avasr_cli.errors import InputError
 from avasr_cli.run import sha256_file, write_json_atomic
 
@@ -61,12 +61,6 @@ def _wav_bytes(path: str) -> bytes:
     return buf.getvalue()
 
 
-def _chunked(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
-    it = iter(rows)
-    while chunk := list(itertools.islice(it, size)):
-        yield chunk
-
-
 def pack_split(rows: Iterable[dict], dest: Path, clips_per_shard: int, *, key: str | None = None,
                progress: Callable[[int], object] | None = None) -> "ShardRows":
     """Pack ``rows``' audio into shards under ``dest`` and return the rows pointing into them (a stream
@@ -87,7 +81,7 @@ def pack_split(rows: Iterable[dict], dest: Path, clips_per_shard: int, *, key: s
     if record is not None and record.get("key") == key:
         damaged = {sid for sid, shard in enumerate(record["shards"]) if _shard_problem(dest, shard)}
         if damaged:
-            for sid, chunk in enumerate(_chunked(rows, clips_per_shard)):
+            for sid, chunk in enumerate(chunked(rows, clips_per_shard)):
                 if sid in damaged:
                     record["shards"][sid] = _repack(dest, sid, chunk)
             write_json_atomic(dest / INDEX, record)
@@ -98,7 +92,7 @@ def pack_split(rows: Iterable[dict], dest: Path, clips_per_shard: int, *, key: s
     tmp.mkdir(parents=True)
     try:
         shards = []
-        for sid, chunk in enumerate(_chunked(rows, clips_per_shard)):
+        for sid, chunk in enumerate(chunked(rows, clips_per_shard)):
             shards.append(_write_shard(tmp, dest, sid, chunk))
             progress(len(chunk))
         write_json_atomic(tmp / INDEX, {"format": LAYOUT_VERSION, "key": key, "clips": sum(s["clips"] for s in shards),
@@ -148,16 +142,14 @@ class ShardFile:
         return len(self._entries)
 
     def add(self, row: dict, member: str, data: bytes) -> None:
-        info = tarfile.TarInfo(member)
-        info.size, info.mtime = len(data), 0
-        self._tar.addfile(info, io.BytesIO(data))
+        add_member(self._tar, member, data)
         self._entries.append((row, member))
 
     def close(self) -> dict:
         self._tar.close()
         with open(self.where / self.tar_name, "rb+") as fh:  # on disk before anything names it as committed
             os.fsync(fh.fileno())
-        offsets = _members(self.where / self.tar_name)
+        offsets = members(self.where / self.tar_name)
         with open(self.where / self.manifest_name, "w", encoding="utf-8") as fh:
             for r, member in self._entries:
                 offset, size = offsets[member]
@@ -203,7 +195,7 @@ def _shard_problem(directory: Path, shard: dict, full: bool = False) -> str | No
     if full and sha256_file(tar) != shard.get("sha256"):
         return "checksum"
     try:
-        _members(tar)
+        members(tar)
     except InputError:
         return "unreadable"
     return None
@@ -260,37 +252,21 @@ def check_shards(manifest: Path | str, rows: list[dict], *, full: bool = False) 
             if full and sha256_file(tar) != shard["sha256"]:
                 raise InputError(f"audio shard {tar} does not match its checksum in {directory / INDEX}",
                                  "restore it, or rerun `avasr prepare --force`: it packs just the damaged shards again")
-            sizes[str(tar)] = _members(tar)
+            sizes[str(tar)] = members(tar)
     for lineno, r in enumerate(rows, start=1):
         if not is_sharded(r):
             continue
-        members = sizes.get(str(r["tar_filepath"]))
-        if members is None:
+        found = sizes.get(str(r["tar_filepath"]))
+        if found is None:
             raise InputError(f"{manifest}:{lineno}: {r['tar_filepath']} is not among the shards of its index",
                              "rerun `avasr prepare --force` (the manifest and its shards disagree)")
-        if members.get(r["audio_filepath"]) != (int(r["tar_offset"]), int(r["tar_size"])):
+        if found.get(r["audio_filepath"]) != (int(r["tar_offset"]), int(r["tar_size"])):
             raise InputError(f"{manifest}:{lineno}: {r['audio_filepath']} is not where the manifest says in "
                              f"{r['tar_filepath']}", "rerun `avasr prepare --force` (the manifest and its shards disagree)")
 
 
-def _members(tar: Path) -> dict[str, tuple[int, int]]:
-    """Member name → (data offset, size), from the tar's headers (the data is skipped, not read)."""
-    try:
-        with tarfile.open(tar, "r:") as t:
-            return {m.name: (m.offset_data, m.size) for m in t}
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise InputError(f"audio shard {tar} cannot be read as a tar file ({type(exc).__name__}: {exc})",
-                         "restore it, or rerun `avasr prepare --force`: it packs just the damaged shards again") from None
-
-
-def read_member(row: dict) -> bytes:
-    with open(row["tar_filepath"], "rb") as fh:
-        fh.seek(int(row["tar_offset"]))
-        data = fh.read(int(row["tar_size"]))
-    if len(data) != int(row["tar_size"]):
-        raise InputError(f"{row['tar_filepath']} ends inside {row['audio_filepath']}",
-                         "rerun `avasr prepare --force` to rebuild the shards")
-    return data
+def read_member(row: dict) -> bytes:  # one manifest row's audio
+    return read_at(row["tar_filepath"], row["tar_offset"], row["tar_size"], row["audio_filepath"])
 
 
 def files_on_disk(rows: Iterable[dict]) -> int:

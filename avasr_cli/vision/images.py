@@ -27,12 +27,9 @@ class TarMember:
         return f"{self.tar}:{self.name}"
 
     def read(self) -> bytes:
-        with open(self.tar, "rb") as fh:
-            fh.seek(self.offset)
-            data = fh.read(self.size)
-        if len(data) != self.size:
-            raise OSError(f"{self.tar} ends inside {self.name}")
-        return data
+        from avasr_cli.data.tars import read_at
+
+        return read_at(self.tar, self.offset, self.size, self.name)
 
 
 def collect_images(run: RunDir) -> tuple[dict[str, str], list[dict], int]:
@@ -85,13 +82,12 @@ def collect_images(run: RunDir) -> tuple[dict[str, str], list[dict], int]:
 
 
 def _tar_members(tar: str) -> dict | str:
-    from avasr_cli.data.shards import _members
+    from avasr_cli.data.tars import members
 
     try:
-        return _members(Path(tar))
-    except InputError as exc:  # its text names an audio shard; say what this one is
-        why = exc.message.rsplit(" (", 1)[-1].rstrip(")") if " (" in exc.message else exc.message
-        return f"image tar {tar} cannot be read ({why}); rerun `avasr prepare --force` to render it again"
+        return members(Path(tar), what="image tar")
+    except InputError as exc:
+        return f"{exc.message}; {exc.hint}"
 
 
 class ImageFiles:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
-import itertools
 import json
 import os
 import tarfile
@@ -96,6 +94,8 @@ def render_chunk(root: Path, items: list[dict]) -> list[dict]:
 def render_chunk_tar(tar_path: Path, items: list[dict]) -> list[dict]:
     """Render ``items`` into one tar (``<utt_id>.wav`` each, ``<sha256>.png`` per distinct picture) and
     return their corpus rows (``audio`` and ``image`` name the members). Runs in the chunk worker (the shards layout, :mod:`.packed`)."""
+    from avasr_cli.data.tars import add_member
+
     rows, pictures = [], set()
     tmp = tar_path.with_name(f".{tar_path.name}.{os.getpid()}.tmp")
     with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
@@ -104,9 +104,9 @@ def render_chunk_tar(tar_path: Path, items: list[dict]) -> list[dict]:
             sha = hashlib.sha256(png).hexdigest()
             if sha not in pictures:
                 pictures.add(sha)
-                _add(tar, f"{sha}.png", png)
+                add_member(tar, f"{sha}.png", png)
             audio = render_audio(item)
-            _add(tar, f"{item['utt_id']}.wav", wav_bytes(audio))
+            add_member(tar, f"{item['utt_id']}.wav", wav_bytes(audio))
             spk = item["speaker"]
             rows.append(dict(utt_id=item["utt_id"], split=item["split"], audio=f"{item['utt_id']}.wav",
                              duration=round(audio.size / 16000, 4), text=item["text"], image=f"{sha}.png",
@@ -114,12 +114,6 @@ def render_chunk_tar(tar_path: Path, items: list[dict]) -> list[dict]:
                              group=spk["group"], extra=item["extra"]["kind"]))
     os.replace(tmp, tar_path)
     return rows
-
-
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime = len(data), 0
-    tar.addfile(info, io.BytesIO(data))
 
 
 def _run_chunk_process(root: Path, items: list[dict], tar: Path | None = None) -> list[dict]:
@@ -190,9 +184,9 @@ def load_corpus(root: Path) -> Corpus | None:
 
 def _chunks(cfg: CorpusConfig) -> Iterator[list[dict]]:
     """The plan in chunks of :data:`CHUNK` utterances, drawn lazily (one chunk in memory at a time)."""
-    plan_iter = iter_plan(cfg)
-    while chunk := list(itertools.islice(plan_iter, CHUNK)):
-        yield chunk
+    from avasr_cli.data.tars import chunked
+
+    return chunked(iter_plan(cfg), CHUNK)
 
 
 def generate_corpus(cfg: CorpusConfig, rep: Reporter | None = None, workers: int | None = None) -> Corpus:

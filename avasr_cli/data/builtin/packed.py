@@ -24,16 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import json
 import os
 import shutil
-import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from avasr_cli.data.builtin.scenes import SPLITS, CorpusConfig, held_out_sentence, iter_plan
+from avasr_cli.data.builtin.scenes import SPLITS, CorpusConfig, held_out_sentence
 from avasr_cli.progress import Reporter
 from avasr_cli.run import write_json_atomic
 
@@ -216,7 +214,7 @@ class _Packer:
         from concurrent.futures import ThreadPoolExecutor
 
         from avasr_cli.data import tts
-        from avasr_cli.data.builtin import _check_space, _run_chunk_process
+        from avasr_cli.data.builtin import _check_space, _chunks, _run_chunk_process
 
         start = time.time()
         if damaged := self.damaged():  # a commit lost or changed since: resume before the first such one
@@ -226,23 +224,19 @@ class _Packer:
         self._tidy()
         self._load_seen()
         first = self.position // self.chunk
-        n_chunks = -(-self.total // self.chunk)
         _check_space(self.root, (self.total - self.position) * 100_000)
         resumed = f", resuming after {self.position} committed clips" if self.position else ""
         self.rep.log(f"generating the built-in {self.cfg.lang} corpus into shards in {self.root} "
                      f"({self.total} utterances, {self.workers} worker(s){resumed})")
-        plan = iter_plan(self.cfg)
-        chunks = (list(itertools.islice(plan, self.chunk)) for _ in range(n_chunks))
         with self.rep.task("synthesising into shards", total=self.total) as task, \
                 ThreadPoolExecutor(self.workers) as pool:
             task.advance(self.position)
             pending: list = []  # futures in plan order, at most 2 per worker
             try:
-                for index, items in enumerate(chunks):
+                for index, items in enumerate(_chunks(self.cfg)):
                     if index < first:  # committed: only its voices and sentences are counted again
                         for item in items:
-                            self.voices[item["split"]].add(item["speaker"]["voice"])
-                            self.wrong_side += held_out_sentence(item["text"]) != (item["split"] in ("dev", "test"))
+                            self._tally(item["split"], item["speaker"]["voice"], item["text"])
                         continue
                     if len(pending) >= 2 * self.workers:
                         self._consume(*pending.pop(0), task)
@@ -267,41 +261,44 @@ class _Packer:
         write_json_atomic(self.root / COMPLETE, info)
         return info
 
+    def _tally(self, split: str, voice: str, text: str) -> None:
+        """The data card's voices per split and the sentence rule, counted as the plan passes."""
+        self.voices[split].add(voice)
+        self.wrong_side += held_out_sentence(text) != (split in ("dev", "test"))
+
     def _consume(self, index: int, tar: Path, future, task, window: tuple[int, int] | None = None) -> None:
         """Append chunk ``index``'s rows past the committed position to the open shards (``window``: only
         those rows, into the shards being repaired)."""
+        from avasr_cli.data.tars import members, read_at
+
         rows = future.result()
-        with tarfile.open(tar, "r:") as t, open(tar, "rb") as fh:
-            where = {m.name: (m.offset_data, m.size) for m in t}
+        where = members(tar, what="chunk tar")
 
-            def member(name: str) -> bytes:
-                offset, size = where[name]
-                fh.seek(offset)
-                return fh.read(size)
+        def member(name: str) -> bytes:
+            return read_at(tar, *where[name], name)
 
-            for k, r in enumerate(rows):
-                pos = index * self.chunk + k
-                if window is not None:
-                    if not window[0] <= pos < window[1]:
-                        continue
-                else:
-                    self.voices[r["split"]].add(r["voice"])
-                    self.wrong_side += held_out_sentence(r["text"]) != (r["split"] in ("dev", "test"))
-                    if pos < self.position:
-                        continue  # in a committed shard (a resumed run redraws the chunk it stopped in)
-                    if self.audio is not None and (self.audio[0] != r["split"] or len(self.audio[1]) >= self.size):
-                        self._commit()
-                    if self.audio is None:
-                        self._open(r["split"], len(self.shards[r["split"]]), len(self.commits))
-                short = _short(r["image_sha256"])
-                if short not in self.seen:
-                    self.seen[short] = self.images.sid
-                    self.images.add({"image_sha256": r["image_sha256"]}, r["image"], member(r["image"]))
-                self.audio[1].add(_manifest_row(self.cfg.lang, r, self.root / IMAGES, self.seen[short]),
-                                  r["audio"], member(r["audio"]))
-                if window is None:
-                    self.position = pos + 1
-                task.advance(1)
+        for k, r in enumerate(rows):
+            pos = index * self.chunk + k
+            if window is not None:
+                if not window[0] <= pos < window[1]:
+                    continue
+            else:
+                self._tally(r["split"], r["voice"], r["text"])
+                if pos < self.position:
+                    continue  # in a committed shard (a resumed run redraws the chunk it stopped in)
+                if self.audio is not None and (self.audio[0] != r["split"] or len(self.audio[1]) >= self.size):
+                    self._commit()
+                if self.audio is None:
+                    self._open(r["split"], len(self.shards[r["split"]]), len(self.commits))
+            short = _short(r["image_sha256"])
+            if short not in self.seen:
+                self.seen[short] = self.images.sid
+                self.images.add({"image_sha256": r["image_sha256"]}, r["image"], member(r["image"]))
+            self.audio[1].add(_manifest_row(self.cfg.lang, r, self.root / IMAGES, self.seen[short]),
+                              r["audio"], member(r["audio"]))
+            if window is None:
+                self.position = pos + 1
+            task.advance(1)
         tar.unlink()
 
 

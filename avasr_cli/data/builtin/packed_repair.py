@@ -4,11 +4,8 @@ rendering, members in plan order, mtime 0); the other shards are not touched."""
 
 from __future__ import annotations
 
-import itertools
 import os
 import shutil
-
-from avasr_cli.data.builtin.scenes import iter_plan
 
 
 def repair(packer, damaged: list[int]) -> None:
@@ -16,7 +13,7 @@ def repair(packer, damaged: list[int]) -> None:
     the corpus's :class:`~avasr_cli.data.builtin.packed._Packer`) and rewrite its two tars in place."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from avasr_cli.data.builtin import _run_chunk_process
+    from avasr_cli.data.builtin import _chunks, _run_chunk_process
 
     IMAGES = packer.IMAGES
     packer.rep.log(f"repairing {len(damaged)} damaged shard(s) of {packer.root}")
@@ -34,12 +31,10 @@ def repair(packer, damaged: list[int]) -> None:
         packer.audio = (c["split"], ShardFile(where / c["split"], packer.root / c["split"], c["audio"]["shard_id"]))
         packer.images = ShardFile(where / IMAGES, packer.root / IMAGES, image_sid, prefix="images", name_field="image_filepath")
         first, last = c["start"] // packer.chunk, (c["end"] - 1) // packer.chunk
-        plan = iter_plan(packer.cfg)
         with packer.rep.task(f"repairing shard {k}", total=c["end"] - c["start"]) as task, \
                 ThreadPoolExecutor(packer.workers) as pool:
             futures = []
-            for index in range(last + 1):
-                items = list(itertools.islice(plan, packer.chunk))
+            for index, items in zip(range(last + 1), _chunks(packer.cfg)):
                 if index >= first:
                     tar = where / f"chunk-{index:06d}.tar"
                     futures.append((index, tar, pool.submit(_run_chunk_process, packer.root, items, tar)))
