@@ -132,8 +132,14 @@ def check_audio_files(path: Path | str, rows: list[dict], sample_rate: int = 16_
         return
     check_shards(path, rows)
     files = [(lineno, row) for lineno, row in enumerate(rows, start=1) if not is_sharded(row)]
+    # The first header is read here, in the calling thread, before any other: cffi builds soundfile's C types
+    # on their first use, and cffi 2.x on a GIL build does that without a lock, so two threads doing it at
+    # once can abort the whole process ("realize_c_type_or_func_lock_held: Assertion ... failed", exit 134,
+    # seen in CI in `avasr evaluate`). Once built, the types are shared read-only and the threads are safe.
+    if files and (problem := _audio_problem(path, *files[0], sample_rate)) is not None:
+        raise problem
     with ThreadPoolExecutor(max_workers=16) as pool:  # headers only, but a shared file system is slow per file
-        for start in range(0, len(files), 4096):  # the first bad line is reported, as in a sequential pass
+        for start in range(1, len(files), 4096):  # the first bad line is reported, as in a sequential pass
             for problem in pool.map(lambda item: _audio_problem(path, *item, sample_rate), files[start : start + 4096]):
                 if problem is not None:
                     raise problem
