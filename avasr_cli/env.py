@@ -3,8 +3,11 @@ differ can be told apart, and the switches that make a run repeatable.
 
 What is recorded (:func:`environment`): avasr's version and, when it runs from a git checkout, the
 commit and whether the checkout had uncommitted changes; the versions of Python, torch, NeMo, Lightning,
-transformers and numpy; the machine (CPU model, the instruction set torch's kernels use, cores, torch's
-thread count; GPU names when CUDA is in use); whether deterministic algorithms were on.
+transformers and numpy; the machine (CPU model, its family/model/stepping and a short hash of its feature
+flags, the instruction set torch's kernels use, cores, torch's thread count; GPU names when CUDA is in use);
+whether deterministic algorithms were on. A virtual machine often names its CPU only "AMD EPYC": two
+generations of it that both have AVX512 (Zen 4, Zen 5) differ in family/model and in flags, and oneDNN
+picks kernels by the flags, so those two fields are what tells such machines apart.
 
 Reproducibility (:func:`make_deterministic`): the same commit, inputs, seed and machine give the same
 weights, hypotheses and WER. Training stages seed Python, numpy and torch (and DataLoader workers), and
@@ -27,8 +30,8 @@ from importlib import metadata
 from pathlib import Path
 
 # what compare holds equal between arms (avasr_commit compared only when both runs know it)
-COMPARED = ("avasr", "avasr_commit", "python", "torch", "nemo_toolkit", "lightning", "cpu", "cpu_capability",
-            "torch_threads", "gpus", "deterministic")
+COMPARED = ("avasr", "avasr_commit", "python", "torch", "nemo_toolkit", "lightning", "cpu", "cpu_id", "cpu_flags",
+            "cpu_capability", "torch_threads", "gpus", "deterministic")
 _PACKAGES = ("torch", "nemo_toolkit", "lightning", "transformers", "numpy")
 
 
@@ -58,6 +61,37 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _cpuinfo_fields() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo (empty where there is none)."""
+    out: dict[str, str] = {}
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return out
+    for line in text.splitlines():
+        if not line.strip():
+            if out:
+                break  # the first processor's block only
+            continue
+        key, _, value = line.partition(":")
+        out.setdefault(key.strip().lower(), value.strip())
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_identity() -> tuple[str | None, str | None]:
+    """(``family F model M stepping S``, 12 hex of the sha256 of the sorted feature flags), or None for a
+    field /proc/cpuinfo does not give."""
+    import hashlib
+
+    info = _cpuinfo_fields()
+    parts = [f"{k} {info[k]}" for k in ("cpu family", "model", "stepping") if info.get(k)]
+    ident = " ".join(parts).replace("cpu family", "family") or None
+    flags = info.get("flags") or info.get("features")  # x86 / arm64
+    digest = hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:12] if flags else None
+    return ident, digest
+
+
 def environment() -> dict:
     """The stack and machine of this process (see the module docstring). Cheap: torch is asked for its
     threads and kernels only when the stage has imported it already."""
@@ -71,8 +105,9 @@ def environment() -> dict:
             env[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             env[dist] = None
-    env.update(cpu=cpu_model(), cores=os.cpu_count(), cpu_capability=None, torch_threads=None, gpus=None,
-               deterministic=None)
+    cpu_id, cpu_flags = cpu_identity()
+    env.update(cpu=cpu_model(), cpu_id=cpu_id, cpu_flags=cpu_flags, cores=os.cpu_count(), cpu_capability=None,
+               torch_threads=None, gpus=None, deterministic=None)
     torch = sys.modules.get("torch")
     if torch is not None:
         try:
@@ -129,4 +164,9 @@ def provenance_markdown(command: str) -> str:
     gpus = f"; GPUs {', '.join(env['gpus'])}" if env["gpus"] else "; no GPU"
     return (f"_Provenance: `{command}`, one run, {time.strftime('%Y-%m-%d', time.gmtime())}; avasr "
             f"{env['avasr']} at commit {(env['avasr_commit'] or 'unknown')[:12]}{dirty}; Python {env['python']}, "
-            f"torch {env['torch']}, NeMo {env['nemo_toolkit']}; CPU {env['cpu']}, {env['cores']} cores{gpus}._")
+            f"torch {env['torch']}, NeMo {env['nemo_toolkit']}; CPU {env['cpu']}{_cpu_detail(env)}, {env['cores']} cores{gpus}._")
+
+
+def _cpu_detail(env: dict) -> str:
+    parts = [p for p in (env.get("cpu_id"), env.get("cpu_flags") and f"flags {env['cpu_flags']}") if p]
+    return f" ({'; '.join(parts)})" if parts else ""

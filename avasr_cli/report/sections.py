@@ -55,9 +55,10 @@ def provenance_line(result) -> str:
 
     dirty = "; a checkout had uncommitted changes" if "True" in (p.get("avasr_dirty") or []) else ""
     gpus = f"; GPUs {one('gpus')}" if p.get("gpus") else ""
+    ident = (f"; {one('cpu_id')}" if p.get("cpu_id") else "") + (f", flags {one('cpu_flags')}" if p.get("cpu_flags") else "")
     return (f"_Provenance (from the runs' records): avasr {one('avasr')} at commit {one('avasr_commit', True)}{dirty}; "
             f"Python {one('python')}, torch {one('torch')}, NeMo {one('nemo_toolkit')}, Lightning {one('lightning')}; "
-            f"CPU {one('cpu')} ({one('cpu_capability')}), {one('torch_threads')} torch threads{gpus}; deterministic "
+            f"CPU {one('cpu')} ({one('cpu_capability')}{ident}), {one('torch_threads')} torch threads{gpus}; deterministic "
             f"algorithms {one('deterministic')}; stages finished {p.get('first_finished')} to {p.get('last_finished')}._\n")
 
 

@@ -655,3 +655,35 @@ def test_by_word_splits_errors_into_word_classes(tmp_path):
 
     text = render_text(res, "markdown")
     assert "| **depicted** | yes |" in text and "Words whose error rate moved most" in text
+
+
+def test_compare_tells_apart_two_cpus_that_share_a_name_and_an_instruction_set(tmp_path):
+    """A VM calls Zen 4 and Zen 5 alike "AMD EPYC", and both run torch's AVX512 kernels: the quickstart's
+    table changed between two such machines while its record said the same CPU. family/model/stepping and
+    the hash of the feature flags are recorded, compared and shown."""
+    zen4 = dict(ENV, cpu_capability="AVX512", cpu_id="family 25 model 17 stepping 1", cpu_flags="aaaaaaaaaaaa")
+    zen5 = dict(zen4, cpu_id="family 26 model 2 stepping 0", cpu_flags="bbbbbbbbbbbb")
+    direct, img = make_run(tmp_path, "direct"), make_run(tmp_path, "img", arm="image")
+    _set(direct, ("stages", "finetune", "environment"), zen4)
+    _set(img, ("stages", "finetune", "environment"), zen5)
+    res = run_compare(CompareConfig(runs=(str(direct), str(img)), n_resamples=50))
+    assert "env" in res.rows[1]["flags"]
+    note = next(n for n in res.flags if n.startswith("[env]"))
+    assert "cpu_id family 26 model 2 stepping 0 vs family 25 model 17 stepping 1" in note
+    assert "cpu_flags bbbbbbbbbbbb vs aaaaaaaaaaaa" in note and "cpu AMD" not in note
+    from avasr_cli.report.table import render_text
+
+    text = render_text(res, "markdown")
+    assert "(AVX512; family 25 model 17 stepping 1 / family 26 model 2 stepping 0, flags aaaaaaaaaaaa / bbbbbbbbbbbb)" in text
+
+
+def test_this_machines_cpu_identity_is_recorded():
+    from avasr_cli.env import environment
+
+    env = environment()
+    with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+        text = fh.read()
+    if "cpu family" in text:
+        assert env["cpu_id"].startswith("family ") and " model " in env["cpu_id"]
+    if "\nflags" in text or text.startswith("flags"):
+        assert len(env["cpu_flags"]) == 12 and int(env["cpu_flags"], 16) >= 0

@@ -60,6 +60,6 @@ def provenance(runs) -> dict:
     return {"runs": len(runs), "recorded": len(envs), "avasr": values("avasr"), "avasr_commit": values("avasr_commit"),
             "avasr_dirty": values("avasr_dirty"), "python": values("python"), "torch": values("torch"),
             "nemo_toolkit": values("nemo_toolkit"), "lightning": values("lightning"), "cpu": values("cpu"),
-            "cpu_capability": values("cpu_capability"), "torch_threads": values("torch_threads"),
+            "cpu_id": values("cpu_id"), "cpu_flags": values("cpu_flags"), "cpu_capability": values("cpu_capability"), "torch_threads": values("torch_threads"),
             "gpus": values("gpus"), "deterministic": values("deterministic"),
             "first_finished": finished[0] if finished else None, "last_finished": finished[-1] if finished else None}
