@@ -38,6 +38,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from avasr_cli.errors import InputError
+from avasr_cli.vision.key_index import KeyIndex, encode
 from avasr_cli.run import _pid_alive, avasr_home, sha256_file, write_json_atomic
 
 STORE_FORMAT = 1
@@ -120,7 +121,7 @@ class FeatureStore:
     def __init__(self, path: Path, meta: dict):
         self.path = Path(path)
         self.meta = meta
-        self._index: dict[str, tuple[int, int]] = {}  # sha -> (shard number, row)
+        self._index = KeyIndex()  # sha -> (shard number, row), 40 bytes an image (key_index.py)
         self._shards: dict[int, Path] = {}
         self._mmaps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.damaged: dict[str, str] = {}  # shard directory → what is wrong with it (not indexed)
@@ -189,10 +190,13 @@ class FeatureStore:
             if problem:
                 self.damaged[str(shard)] = problem
                 continue
+            try:
+                self._index.add(keys, num)
+            except ValueError as exc:  # a key that is no image sha256: the shard is not one this store wrote
+                self.damaged[str(shard)] = f"keys.json: {exc}"
+                continue
             self.damaged.pop(str(shard), None)
             self._shards[num] = shard
-            for row, sha in enumerate(keys):
-                self._index.setdefault(sha, (num, row))
 
     def verify(self) -> dict[str, str]:
         """Check every indexed shard's files against the sha256s in its ``index.json`` (reads every byte);
@@ -220,11 +224,10 @@ class FeatureStore:
     def _drop(self, num: int) -> None:
         del self._shards[num]
         self._mmaps.pop(num, None)
-        self._index = {sha: loc for sha, loc in self._index.items() if loc[0] != num}
-        for other, shard in self._shards.items():  # an image also held by a later shard stays findable
+        self._index.drop_shard(num)
+        for other, shard in sorted(self._shards.items()):  # an image also held by a later shard stays findable
             if other > num:
-                for row, sha in enumerate(json.loads((shard / "keys.json").read_text(encoding="utf-8"))):
-                    self._index.setdefault(sha, (other, row))
+                self._index.add(json.loads((shard / "keys.json").read_text(encoding="utf-8")), other)
 
     def remove_damaged(self) -> list[str]:
         """Delete the damaged shards (their images then count as missing and are embedded again)."""
@@ -237,12 +240,9 @@ class FeatureStore:
     def shards_of(self, shas: Iterable[str]) -> dict[str, int]:
         """Shard directory name → how many of ``shas`` it holds (recorded in features.json, so a lost
         shard can be named later)."""
-        out: dict[str, int] = {}
-        for s in shas:
-            if s in self._index:
-                name = self._shards[self._index[s][0]].name
-                out[name] = out.get(name, 0) + 1
-        return dict(sorted(out.items()))
+        found, shard, _ = self._index.locate(list(shas))
+        nums, counts = np.unique(shard[found], return_counts=True)
+        return dict(sorted((self._shards[int(n)].name, int(c)) for n, c in zip(nums, counts)))
 
     # properties ------------------------------------------------------------------------------------------
     @property
@@ -260,14 +260,16 @@ class FeatureStore:
         return sha in self._index
 
     def keys(self) -> list[str]:
-        return list(self._index)
+        return self._index.keys()
 
     def missing(self, shas: Iterable[str]) -> list[str]:
         """The shas not in the store, unique, in first-seen order."""
+        shas = list(shas)
+        found, _, _ = self._index.locate(shas)
         seen: set[str] = set()
         out = []
-        for s in shas:
-            if s not in self._index and s not in seen:
+        for s, hit in zip(shas, found):
+            if not hit and s not in seen:
                 seen.add(s)
                 out.append(s)
         return out
@@ -285,6 +287,7 @@ class FeatureStore:
                              f"({n}, {self.dim}) / ({n}, {self.num_patches}, {self.dim})")
         if len(set(keys)) != n:
             raise ValueError("duplicate keys in one shard")
+        encode(keys)  # every key an image sha256 (ValueError naming the first that is not)
         tmp = self.path / f".tmp-shard-{socket.gethostname()}-{time.time_ns()}-{os.getpid()}"
         tmp.mkdir(parents=True)
         try:
@@ -313,8 +316,7 @@ class FeatureStore:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         self._shards[num] = dest
-        for row, sha in enumerate(keys):
-            self._index.setdefault(sha, (num, row))
+        self._index.add(keys, num)
         return dest
 
     # read ------------------------------------------------------------------------------------------------
@@ -328,12 +330,10 @@ class FeatureStore:
     def lookup(self, shas: Sequence[str], *, patches: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """fp16 ``(pooled [B, D], patches [B, P, D])`` for ``shas`` in order; a missing sha raises KeyError."""
         b = len(shas)
-        locs = np.empty((b, 2), dtype=np.int64)
-        for i, s in enumerate(shas):
-            try:
-                locs[i] = self._index[s]
-            except KeyError:
-                raise KeyError(f"image {s} is not in feature store {self.path}") from None
+        found, shard, row = self._index.locate(shas)
+        if not found.all():
+            raise KeyError(f"image {shas[int(np.argmin(found))]} is not in feature store {self.path}")
+        locs = np.stack([shard, row], axis=1)
         out_pooled = np.empty((b, self.dim), dtype=np.float16)
         out_patches = np.empty((b, self.num_patches, self.dim), dtype=np.float16) if patches else None
         for num in np.unique(locs[:, 0]) if b else ():
