@@ -132,10 +132,12 @@ def check_audio_files(path: Path | str, rows: list[dict], sample_rate: int = 16_
         return
     check_shards(path, rows)
     files = [(lineno, row) for lineno, row in enumerate(rows, start=1) if not is_sharded(row)]
-    # The first header is read here, in the calling thread, before any other: cffi builds soundfile's C types
+    # soundfile is first used here, in the calling thread, before any other: cffi builds soundfile's C types
     # on their first use, and cffi 2.x on a GIL build does that without a lock, so two threads doing it at
     # once can abort the whole process ("realize_c_type_or_func_lock_held: Assertion ... failed", exit 134,
     # seen in CI in `avasr evaluate`). Once built, the types are shared read-only and the threads are safe.
+    # The first header read takes the path a good file takes; soundfile_ready() also takes a bad file's.
+    soundfile_ready()
     if files and (problem := _audio_problem(path, *files[0], sample_rate)) is not None:
         raise problem
     with ThreadPoolExecutor(max_workers=16) as pool:  # headers only, but a shared file system is slow per file
@@ -143,6 +145,32 @@ def check_audio_files(path: Path | str, rows: list[dict], sample_rate: int = 16_
             for problem in pool.map(lambda item: _audio_problem(path, *item, sample_rate), files[start : start + 4096]):
                 if problem is not None:
                     raise problem
+
+
+_soundfile_ready = False
+
+
+def soundfile_ready() -> None:
+    """Use soundfile once in this thread on the paths a header check takes, a good header and one that
+    fails to open (its error number and message), so that threads started afterwards find cffi's types
+    built (see :func:`check_audio_files`). Once per process; in memory, no file."""
+    global _soundfile_ready
+    if _soundfile_ready:
+        return
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    good = io.BytesIO()
+    sf.write(good, np.zeros(16, dtype="float32"), 16000, format="WAV", subtype="PCM_16")
+    good.seek(0)
+    sf.info(good)
+    try:
+        sf.info(io.BytesIO(b"not audio"))
+    except Exception as exc:  # soundfile.LibsndfileError: its message is built from the C error string
+        str(exc)
+    _soundfile_ready = True
 
 
 def _audio_problem(path, lineno: int, row: dict, sample_rate: int) -> InputError | None:

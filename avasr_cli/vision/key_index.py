@@ -13,11 +13,14 @@ shards sorts once, not a thousand times. When a key is in more than one shard, t
 
 from __future__ import annotations
 
+import re
 from typing import Iterable, Sequence
 
 import numpy as np
 
 _EMPTY_KEYS = np.empty(0, dtype="S32")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+MAX_SHARD = 2**31 - 1  # shard numbers are held as int32
 
 
 def encode(keys: Iterable[str], strict: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -27,13 +30,13 @@ def encode(keys: Iterable[str], strict: bool = True) -> tuple[np.ndarray, np.nda
     out = np.zeros(len(keys), dtype="S32")
     valid = np.ones(len(keys), dtype=bool)
     for i, key in enumerate(keys):
-        try:
-            if not isinstance(key, str) or len(key) != 64:
-                raise ValueError
+        # exactly 64 lower-case hex digits, as hashlib writes them: bytes.fromhex alone would also take
+        # spaces (a shorter digest, padded into another image's key) and upper case (a second spelling)
+        if isinstance(key, str) and _SHA256.fullmatch(key):
             out[i] = bytes.fromhex(key)
-        except ValueError:
-            if strict:
-                raise ValueError(f"feature store key {key!r} is not a sha256 (64 hex digits)") from None
+        elif strict:
+            raise ValueError(f"feature store key {key!r} is not a sha256 (64 lower-case hex digits)")
+        else:
             valid[i] = False
     return out, valid
 
@@ -54,6 +57,8 @@ class KeyIndex:
 
     def add(self, keys: Sequence[str], shard: int) -> None:
         """A shard's keys in row order (merged on the next read; keys already indexed keep their place)."""
+        if not 0 <= int(shard) <= MAX_SHARD:
+            raise ValueError(f"shard number {shard} is outside 0..{MAX_SHARD}")
         if len(keys):
             self._pending.append((encode(keys)[0], int(shard)))
 

@@ -192,8 +192,8 @@ class FeatureStore:
                 continue
             try:
                 self._index.add(keys, num)
-            except ValueError as exc:  # a key that is no image sha256: the shard is not one this store wrote
-                self.damaged[str(shard)] = f"keys.json: {exc}"
+            except ValueError as exc:  # a key that is no image sha256, or a number no writer gives
+                self.damaged[str(shard)] = f"{shard.name}: {exc}"
                 continue
             self.damaged.pop(str(shard), None)
             self._shards[num] = shard

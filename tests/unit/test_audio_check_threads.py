@@ -37,6 +37,7 @@ def test_the_first_header_is_read_in_the_calling_thread_before_the_pool_starts(t
 
     monkeypatch.setattr(sf, "info", recording_info)
     manifest_mod.check_audio_files(tmp_path / "m.jsonl", rows)
+    calls = [c for c in calls if not c[0].startswith("<_io.BytesIO")]  # soundfile_ready's, in memory
     assert len(calls) == 24 and sorted(p for p, _ in calls) == sorted(r["audio_filepath"] for r in rows)
     assert calls[0] == (rows[0]["audio_filepath"], True), "the first header read must be the caller's own"
 
@@ -55,3 +56,38 @@ def test_a_bad_first_clip_is_reported_before_any_thread_starts(tmp_path, monkeyp
     with pytest.raises(InputError, match=r"m\.jsonl:1: cannot decode audio .*c0\.wav"):
         manifest_mod.check_audio_files(tmp_path / "m.jsonl", rows)
     assert started == []
+
+
+def test_a_failing_open_is_made_in_the_calling_thread_before_the_pool_starts(tmp_path, monkeypatch):
+    """A good first clip builds the types a good header needs, not those of a failing open (its error
+    number and message): with one good clip and many bad ones, the pool's threads would still be first to
+    fail. Before the pool starts, a soundfile call must have failed in the calling thread (review finding)."""
+    rows = _clips(tmp_path, 6)
+    for i in range(1, 6):
+        (tmp_path / f"c{i}.wav").write_bytes(b"not audio")
+    monkeypatch.setattr(manifest_mod, "_soundfile_ready", False)
+    events: list[tuple[str, bool, bool]] = []
+    real_info = sf.info
+
+    def recording_info(source, *args, **kwargs):
+        main = threading.current_thread() is threading.main_thread()
+        try:
+            out = real_info(source, *args, **kwargs)
+        except Exception:
+            events.append(("info", main, True))
+            raise
+        events.append(("info", main, False))
+        return out
+
+    real_init = cf.ThreadPoolExecutor.__init__
+
+    def recording_init(self, *args, **kwargs):
+        events.append(("pool", True, False))
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(sf, "info", recording_info)
+    monkeypatch.setattr(cf.ThreadPoolExecutor, "__init__", recording_init)
+    with pytest.raises(InputError, match=r"m\.jsonl:2: cannot decode audio"):
+        manifest_mod.check_audio_files(tmp_path / "m.jsonl", rows)
+    before_pool = events[: events.index(("pool", True, False))]
+    assert ("info", True, True) in before_pool and ("info", True, False) in before_pool

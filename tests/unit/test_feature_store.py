@@ -197,3 +197,20 @@ def test_shards_written_before_index_json_still_open(tmp_path):
     reopened = FeatureStore.open(store.path)
     assert reopened.damaged == {} and reopened.verify() == {} and len(reopened) == 8
     assert reopened.shards_of(shas(8)) == {"shard-00000": 5, "shard-00001": 3}
+
+
+def test_a_keys_file_with_a_key_that_is_no_sha256_or_a_huge_shard_number_is_damaged(tmp_path):
+    """A spaced key would decode to a shorter digest and alias a real image's: the shard is refused, and
+    so is a shard number past what the index holds (found by a review: it crashed the first read)."""
+    store = FeatureStore.open_or_create(tmp_path, META)
+    real = "ab" * 31 + "00"
+    store.write_shard([real], *feats(1, 1))
+    spaced = store.write_shard(shas(1, 7), *feats(1, 2))
+    (spaced / "keys.json").write_text(json.dumps([" " + "ab" * 31 + " "]))
+    store.write_shard(shas(1, 9), *feats(1, 3)).rename(store.path / "shard-3000000000")
+    again = FeatureStore.open(store.path)
+    assert set(again.damaged) == {str(spaced), str(store.path / "shard-3000000000")}
+    assert "is not a sha256" in again.damaged[str(spaced)] and "outside" in again.damaged[str(store.path / "shard-3000000000")]
+    assert again.keys() == [real] and np.array_equal(again.lookup([real])[0], store.lookup([real])[0])
+    with pytest.raises(KeyError, match="is not in feature store"):
+        again.lookup([" " + "ab" * 31 + " "])

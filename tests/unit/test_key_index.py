@@ -69,3 +69,19 @@ def test_a_hundred_thousand_images_take_40_bytes_each_not_a_dicts_250():
     dict_held, _ = tracemalloc.get_traced_memory()  # the dict (the key strings exist already, as above)
     tracemalloc.stop()
     assert dict_held > 2 * held
+
+
+@pytest.mark.parametrize("key", [" " + "ab" * 31 + " ", "CD" * 32, "ab" * 31 + "0", "ab" * 32 + "\n"])
+def test_only_lower_case_sha256_hex_is_a_key(key):
+    """bytes.fromhex skips spaces: ' ' + 'ab'*31 + ' ' would be a 31-byte digest, padded to the key of the
+    real image 'ab'*31 + '00' (found by a review); upper case would be a second spelling of one image."""
+    index = KeyIndex()
+    index.add(["ab" * 31 + "00", "cd" * 32], 0)
+    with pytest.raises(ValueError, match="is not a sha256"):
+        KeyIndex().add([key], 0)
+    assert index.locate([key])[0].tolist() == [False] and key not in index
+
+
+def test_a_shard_number_past_int32_is_refused():
+    with pytest.raises(ValueError, match="outside"):
+        KeyIndex().add([sha(1)], 2**31)
