@@ -52,15 +52,10 @@ def _git(root: str) -> tuple[str | None, bool | None]:
 
 @functools.lru_cache(maxsize=None)
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo_fields().get("model name") or platform.processor() or platform.machine()
 
 
+@functools.lru_cache(maxsize=None)
 def _cpuinfo_fields() -> dict[str, str]:
     """The first processor's fields in /proc/cpuinfo (empty where there is none)."""
     out: dict[str, str] = {}
